@@ -1,0 +1,1 @@
+"""Omni-AVSR for Hugging Face Transformers."""

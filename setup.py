@@ -1,0 +1,32 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="omni-avsr",
+    version="0.1.0",
+    description="Omni-AVSR (unified ASR / VSR / AVSR with elastic compression rates) for Hugging Face Transformers",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    packages=find_packages(include=["omni_avsr", "omni_avsr.*"]),
+    install_requires=[
+        "torch>=2.4",
+        "transformers>=5.24,<6",
+        "peft>=0.21",
+        "accelerate>=1.10",
+        "datasets>=4.0",
+        "safetensors>=0.4",
+        "numpy>=1.26",
+        "av>=14",
+        "decord>=0.6",
+        "soxr>=0.5",
+        "soundfile>=0.12",
+        "jiwer>=3.0",
+        "tqdm>=4.66",
+    ],
+    extras_require={
+        "demo": ["espeakng-loader>=0.2", "matplotlib>=3.8", "tensorboard>=2.15", "gguf>=0.10", "librosa>=0.10"],
+        "dev": ["pytest>=8", "pytest-xdist>=3.5"],
+    },
+    entry_points={"console_scripts": ["omni-avsr=omni_avsr.cli:main"]},
+)
