@@ -1,1 +1,34 @@
-"""Omni-AVSR for Hugging Face Transformers."""
+"""Omni-AVSR for Hugging Face Transformers.
+
+Importing the package registers the `omni_avsr` model type with `AutoConfig`, `AutoModel`,
+`AutoModelForSpeechSeq2Seq` and `AutoProcessor`.
+"""
+
+from transformers import AutoConfig, AutoModel, AutoModelForSpeechSeq2Seq, AutoProcessor
+
+from .configuration_avhubert import AVHubertVideoConfig
+from .configuration_omni_avsr import TASKS, OmniAVSRConfig
+from .modeling_avhubert import AVHubertVideoModel
+from .modeling_omni_avsr import OmniAVSRForConditionalGeneration, OmniAVSROutput
+from .processing_omni_avsr import OmniAVSRProcessor
+
+
+AutoConfig.register("avhubert_video", AVHubertVideoConfig, exist_ok=True)
+AutoConfig.register("omni_avsr", OmniAVSRConfig, exist_ok=True)
+AutoModel.register(AVHubertVideoConfig, AVHubertVideoModel, exist_ok=True)
+AutoModel.register(OmniAVSRConfig, OmniAVSRForConditionalGeneration, exist_ok=True)
+AutoModelForSpeechSeq2Seq.register(OmniAVSRConfig, OmniAVSRForConditionalGeneration, exist_ok=True)
+AutoProcessor.register(OmniAVSRConfig, OmniAVSRProcessor, exist_ok=True)
+OmniAVSRConfig.register_for_auto_class()
+OmniAVSRProcessor.register_for_auto_class()
+OmniAVSRForConditionalGeneration.register_for_auto_class("AutoModel")
+
+__all__ = [
+    "TASKS",
+    "AVHubertVideoConfig",
+    "AVHubertVideoModel",
+    "OmniAVSRConfig",
+    "OmniAVSRForConditionalGeneration",
+    "OmniAVSROutput",
+    "OmniAVSRProcessor",
+]

@@ -1,0 +1,155 @@
+"""AV-HuBERT's video path as a native PyTorch / Transformers model (no fairseq)."""
+
+import torch
+from torch import nn
+from transformers import PreTrainedModel
+from transformers.modeling_outputs import BaseModelOutput
+from transformers.models.wav2vec2.modeling_wav2vec2 import (
+    Wav2Vec2EncoderStableLayerNorm,
+    Wav2Vec2PositionalConvEmbedding,
+)
+
+from .configuration_avhubert import AVHubertVideoConfig
+
+
+class AVHubertBasicBlock(nn.Module):
+    """ResNet basic block with PReLU activations, as in AV-HuBERT's lip front-end (torchvision's block uses ReLU)."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int = 1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, out_channels, kernel_size=3, stride=stride, padding=1, bias=False)
+        self.norm1 = nn.BatchNorm2d(out_channels)
+        self.act1 = nn.PReLU(num_parameters=out_channels)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, kernel_size=3, stride=1, padding=1, bias=False)
+        self.norm2 = nn.BatchNorm2d(out_channels)
+        self.act2 = nn.PReLU(num_parameters=out_channels)
+        self.downsample = None
+        if stride != 1 or in_channels != out_channels:
+            self.downsample = nn.Sequential(
+                nn.Conv2d(in_channels, out_channels, kernel_size=1, stride=stride, bias=False),
+                nn.BatchNorm2d(out_channels),
+            )
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        residual = hidden_states if self.downsample is None else self.downsample(hidden_states)
+        hidden_states = self.act1(self.norm1(self.conv1(hidden_states)))
+        hidden_states = self.norm2(self.conv2(hidden_states))
+        return self.act2(hidden_states + residual)
+
+
+class AVHubertVisualFrontend(nn.Module):
+    """3D convolution stem over (time, height, width) followed by a per-frame 2D ResNet-18 and global pooling."""
+
+    def __init__(self, config: AVHubertVideoConfig):
+        super().__init__()
+        channels = config.frontend_channels
+        self.conv3d = nn.Conv3d(1, channels, kernel_size=(5, 7, 7), stride=(1, 2, 2), padding=(2, 3, 3), bias=False)
+        self.norm3d = nn.BatchNorm3d(channels)
+        self.act3d = nn.PReLU(num_parameters=channels)
+        self.pool3d = nn.MaxPool3d(kernel_size=(1, 3, 3), stride=(1, 2, 2), padding=(0, 1, 1))
+        stages = []
+        in_channels = channels
+        for stage_index, out_channels in enumerate(config.resnet_channels):
+            stride = 1 if stage_index == 0 else 2
+            blocks = [AVHubertBasicBlock(in_channels, out_channels, stride)]
+            blocks += [
+                AVHubertBasicBlock(out_channels, out_channels) for _ in range(config.resnet_blocks_per_stage - 1)
+            ]
+            stages.append(nn.Sequential(*blocks))
+            in_channels = out_channels
+        self.stages = nn.ModuleList(stages)
+        self.output_size = in_channels
+
+    def forward(self, pixel_values: torch.Tensor, frame_mask: torch.Tensor) -> torch.Tensor:
+        """`pixel_values` (batch, 1, frames, height, width) → (batch, frames, output_size).
+
+        The 2D trunk runs on valid frames only; padded frames get zeros (the encoder zeroes them anyway).
+        """
+        batch_size, _, num_frames = pixel_values.shape[:3]
+        hidden_states = self.pool3d(self.act3d(self.norm3d(self.conv3d(pixel_values))))
+        hidden_states = hidden_states.transpose(1, 2).flatten(0, 1)
+        flat_mask = frame_mask.flatten()
+        frames = hidden_states[flat_mask]
+        for stage in self.stages:
+            frames = stage(frames)
+        frames = frames.mean(dim=(2, 3))
+        features = frames.new_zeros(batch_size * num_frames, frames.shape[-1])
+        features[flat_mask] = frames
+        return features.view(batch_size, num_frames, -1)
+
+
+class AVHubertVideoPreTrainedModel(PreTrainedModel):
+    config: AVHubertVideoConfig
+    base_model_prefix = "avhubert"
+    main_input_name = "pixel_values_videos"
+    input_modalities = ("video",)
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["Wav2Vec2EncoderLayerStableLayerNorm"]
+    _supports_sdpa = True
+    _supports_flash_attn = True
+
+    @torch.no_grad()
+    def _init_weights(self, module):
+        """Kaiming init for the convolutional front-end (as AV-HuBERT), wav2vec2's init for the positional conv."""
+        if isinstance(module, Wav2Vec2PositionalConvEmbedding):
+            kernel_size, in_channels = module.conv.kernel_size[0], module.conv.in_channels
+            nn.init.normal_(module.conv.weight, mean=0, std=2 * (1.0 / (kernel_size * in_channels)) ** 0.5)
+            nn.init.constant_(module.conv.bias, 0)
+        elif isinstance(module, (nn.Conv2d, nn.Conv3d)):
+            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(module, nn.PReLU):
+            nn.init.constant_(module.weight, 0.25)
+        elif isinstance(module, nn.Conv1d):
+            return
+        else:
+            super()._init_weights(module)
+
+
+class AVHubertVideoModel(AVHubertVideoPreTrainedModel):
+    """AV-HuBERT encoder run on lip video only (the audio half of its fused input is zeros).
+
+    Input: grayscale mouth crops `pixel_values_videos` of shape (batch, frames, 1, height, width), normalised with
+    AV-HuBERT's mean 0.421 / std 0.165, and an optional `video_mask` (batch, frames) marking real frames. With a mask,
+    padded frames neither reach the 2D trunk nor leak into real frames through attention or the positional
+    convolution, so a clip gives the same features alone or in a padded batch.
+    """
+
+    def __init__(self, config: AVHubertVideoConfig):
+        super().__init__(config)
+        self.frontend = AVHubertVisualFrontend(config)
+        self.frontend_projection = nn.Linear(self.frontend.output_size, config.hidden_size)
+        fused_size = 2 * config.hidden_size if config.modality_fuse == "concat" else config.hidden_size
+        self.feature_layer_norm = nn.LayerNorm(fused_size, eps=config.layer_norm_eps)
+        self.feature_projection = (
+            nn.Linear(fused_size, config.hidden_size) if config.modality_fuse == "concat" else nn.Identity()
+        )
+        self.feature_dropout = nn.Dropout(config.feat_proj_dropout)
+        self.encoder = Wav2Vec2EncoderStableLayerNorm(config)
+        self.post_init()
+
+    def forward(
+        self,
+        pixel_values_videos: torch.Tensor,
+        video_mask: torch.Tensor | None = None,
+        **kwargs,
+    ) -> BaseModelOutput:
+        if pixel_values_videos.ndim != 5 or pixel_values_videos.shape[2] != 1:
+            raise ValueError(
+                "AVHubertVideoModel expects pixel_values_videos of shape (batch, frames, 1, height, width) "
+                f"(grayscale), got {tuple(pixel_values_videos.shape)}."
+            )
+        batch_size, num_frames = pixel_values_videos.shape[:2]
+        if video_mask is None:
+            video_mask = torch.ones(batch_size, num_frames, dtype=torch.bool, device=pixel_values_videos.device)
+        video_mask = video_mask.bool()
+        pixel_values = pixel_values_videos * video_mask[:, :, None, None, None].to(pixel_values_videos.dtype)
+        features = self.frontend(pixel_values.transpose(1, 2), video_mask)
+        features = self.frontend_projection(features)
+        if self.config.modality_fuse == "concat":
+            features = torch.cat([torch.zeros_like(features), features], dim=-1)
+        features = self.feature_projection(self.feature_layer_norm(features))
+        features = self.feature_dropout(features)
+        return self.encoder(features, attention_mask=video_mask, **kwargs)
+
+
+__all__ = ["AVHubertVideoModel", "AVHubertVideoPreTrainedModel"]
