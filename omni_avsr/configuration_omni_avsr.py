@@ -180,7 +180,9 @@ class OmniAVSRConfig(PreTrainedConfig):
             raise ValueError("The tokenizer has no EOS token; Omni-AVSR needs one to end transcripts.")
         self.pad_token_id = tokenizer.pad_token_id
         self.eos_token_id = tokenizer.eos_token_id
-        self.bos_token_id = tokenizer.bos_token_id
+        # Start with BOS only where the LM's own tokenizer does (Llama 3: yes; Qwen2, SmolLM2: no).
+        adds_bos = tokenizer.bos_token_id is not None and tokenizer("a")["input_ids"][:1] == [tokenizer.bos_token_id]
+        self.bos_token_id = tokenizer.bos_token_id if adds_bos else None
         self.prompt_token_ids = {
             task: tokenizer(prompt, add_special_tokens=False)["input_ids"] for task, prompt in self.task_prompts.items()
         }

