@@ -10,7 +10,7 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["omni_avsr", "omni_avsr.*"]),
     install_requires=[
-        "torch>=2.4",
+        "torch>=2.6",
         "transformers>=5.24,<6",
         "peft>=0.21",
         "accelerate>=1.10",
