@@ -69,6 +69,10 @@ class OmniAVSRConfig(PreTrainedConfig):
             a clip's loss does not depend on its batch-mates. `"official"`: the official implementation's batching,
             for reproducing its numbers: padded video frames are attended and every clip gets as many audio/video
             tokens as the longest clip (audio cut at `max(longest, 0.5 s)`). Generation always uses `"masked"`.
+        audio_full_window (`bool`, defaults to `True`): run the Whisper encoder on its full 30 s window, as Whisper
+            was trained and the official code does. `False` encodes only up to the longest clip of the batch (with
+            masking, so results do not depend on batch-mates): much faster for short clips, but the encoder output
+            changes (see `benchmarks/bench_inference.py` for the measured speed-up and difference).
         initializer_range (`float`, defaults to 0.02): std of the projector initialiser.
 
     Example:
@@ -125,6 +129,7 @@ class OmniAVSRConfig(PreTrainedConfig):
     freeze_video_encoder: bool = True
     freeze_language_model: bool = True
     train_padding: str = "masked"
+    audio_full_window: bool = True
     initializer_range: float = 0.02
 
     def __post_init__(self, **kwargs):

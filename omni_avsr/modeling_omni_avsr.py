@@ -7,6 +7,7 @@ from torch import nn
 from torch.nn import functional as F
 from transformers import AutoModelForCausalLM, GenerationConfig, GenerationMixin, PreTrainedModel
 from transformers.activations import ACT2FN
+from transformers.masking_utils import create_bidirectional_mask
 from transformers.modeling_outputs import CausalLMOutputWithPast
 from transformers.models.whisper.modeling_whisper import WhisperEncoder
 from transformers.utils import ModelOutput
@@ -290,6 +291,14 @@ class OmniAVSRForConditionalGeneration(OmniAVSRPreTrainedModel, GenerationMixin)
         official_padding: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Whisper log-mel (batch, mels, 3000) → projected audio tokens (batch, tokens, hidden) and token counts."""
+        hidden_states, lengths = self.encode_audio(input_features, input_features_mask, official_padding)
+        compressed, token_lengths = compress_frames(hidden_states, lengths, rate, self.config.compression)
+        return self._project("audio", compressed, rate), token_lengths
+
+    def encode_audio(
+        self, input_features: torch.Tensor, input_features_mask: torch.Tensor, official_padding: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Whisper encoder frames (batch, frames, dim), cut after the longest clip, and the frames kept per clip."""
         expected_frames = 2 * self.config.audio_config.max_source_positions
         if input_features.shape[-1] != expected_frames:
             raise ValueError(
@@ -297,14 +306,40 @@ class OmniAVSRForConditionalGeneration(OmniAVSRPreTrainedModel, GenerationMixin)
                 f"{expected_frames} ({expected_frames // 100} s, longer audio does not fit its window). Use the "
                 "processor, which pads every clip to the window and rejects longer ones."
             )
+        # Clips shorter than MIN_AUDIO_FRAMES keep some of the silence that follows them (as the official code).
+        mel_lengths = input_features_mask.sum(-1).clamp(min=2 * MIN_AUDIO_FRAMES, max=expected_frames)
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.config.freeze_audio_encoder):
-            hidden_states = self.audio_encoder(input_features).last_hidden_state
-        lengths = (input_features_mask.sum(-1) // 2).clamp(min=MIN_AUDIO_FRAMES, max=hidden_states.shape[1])
+            if self.config.audio_full_window:
+                hidden_states = self.audio_encoder(input_features).last_hidden_state
+            else:
+                hidden_states = self._encode_audio_trimmed(input_features, mel_lengths)
+        lengths = mel_lengths // 2
         if official_padding:
             lengths = torch.full_like(lengths, int(lengths.max()))
-        hidden_states = hidden_states[:, : int(lengths.max())]
-        compressed, token_lengths = compress_frames(hidden_states, lengths, rate, self.config.compression)
-        return self._project("audio", compressed, rate), token_lengths
+        return hidden_states[:, : int(lengths.max())], lengths
+
+    def _encode_audio_trimmed(self, input_features: torch.Tensor, mel_lengths: torch.Tensor) -> torch.Tensor:
+        """Whisper's encoder on the speech only, not the 30 s window (`audio_full_window=False`).
+
+        Written out because `WhisperEncoder.forward` refuses inputs shorter than its window. Frames after each clip
+        are zeroed and masked, so a clip gives the same output alone or in a batch.
+        """
+        encoder = self.audio_encoder
+        num_mel = int(mel_lengths.max()) + int(mel_lengths.max()) % 2
+        mel_mask = (torch.arange(num_mel, device=input_features.device)[None, :] < mel_lengths[:, None])[:, None, :]
+        hidden_states = F.gelu(encoder.conv1(input_features[..., :num_mel] * mel_mask)) * mel_mask
+        hidden_states = F.gelu(encoder.conv2(hidden_states)).permute(0, 2, 1)
+        frame_mask = torch.arange(hidden_states.shape[1], device=hidden_states.device)[None, :] < (
+            (mel_lengths[:, None] + 1) // 2
+        )
+        hidden_states = hidden_states + encoder.embed_positions.weight[: hidden_states.shape[1]]
+        hidden_states = F.dropout(hidden_states, p=encoder.dropout, training=encoder.training)
+        attention_mask = create_bidirectional_mask(
+            config=encoder.config, inputs_embeds=hidden_states, attention_mask=frame_mask
+        )
+        for layer in encoder.layers:
+            hidden_states = layer(hidden_states, attention_mask)
+        return encoder.layer_norm(hidden_states)
 
     def get_video_features(
         self,

@@ -247,3 +247,19 @@ def test_compress_frames_matches_avg_pool_and_keeps_short_clips():
     stacked, lengths = compress_frames(features, torch.tensor([10, 9]), 3, "stack")
     assert stacked.shape == (2, 4, 9) and lengths.tolist() == [3, 3]
     torch.testing.assert_close(stacked[0, 1], features[0, 3:6].flatten())
+
+
+def test_trimmed_audio_window_is_batch_independent(processor):
+    full = tiny_model(processor).eval()
+    trimmed = tiny_model(processor, audio_full_window=False).eval()
+    trimmed.load_state_dict(full.state_dict())
+    batch = tiny_batch(processor, text=False)
+    with torch.no_grad():
+        batched, lengths = trimmed.encode_audio(batch["input_features"], batch["input_features_mask"])
+        single, _ = trimmed.encode_audio(batch["input_features"][1:2], batch["input_features_mask"][1:2])
+        reference, reference_lengths = full.encode_audio(batch["input_features"], batch["input_features_mask"])
+    assert lengths.tolist() == reference_lengths.tolist() == [80, 60, 100]
+    torch.testing.assert_close(batched[1, :60], single[0, :60], atol=1e-5, rtol=1e-5)
+    assert batched.shape[1] == 100 and reference.shape[1] == 100
+    kwargs = dict(task="asr", audio_rate=4, max_new_tokens=4)
+    assert trimmed.generate(**batch, **kwargs).shape[0] == 3
