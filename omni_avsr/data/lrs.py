@@ -1,0 +1,201 @@
+"""LRS2 / LRS3 (and any corpus in their auto-avsr layout) as a `datasets.Dataset` whose media decode lazily.
+
+Layout: `ROOT/labels/<name>.csv` lists one clip per line, `dataset_name,rel_path,input_length,token_ids,text`
+without a header; the clip is `ROOT/<dataset_name>/<rel_path>` (an `.mp4`, its audio in the sibling `.wav`) and
+`input_length` counts its 25 fps video frames.
+"""
+
+import csv
+import os
+import re
+import zlib
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+from datasets import Dataset
+
+from ..media import load_clip
+
+
+MODALITIES = ("audio", "video")
+_NUM_LABEL_FIELDS = 5
+
+
+class LRSTransform:
+    """Decodes (and, for training, augments) a batch of rows; installed on the dataset by `load_lrs_dataset`.
+
+    Augmentation draws from a generator seeded by `(seed, epoch, clip id)`, so a clip's augmentation does not
+    depend on batch order or DataLoader workers; call `set_epoch` (or `set_augmentation_epoch(dataset, epoch)`)
+    before each epoch. Workers copy the transform when their iterator starts, so with `persistent_workers=True`
+    the epoch set later does not reach them.
+    """
+
+    def __init__(
+        self,
+        modalities: Sequence[str] = MODALITIES,
+        augmentation: Callable | None = None,
+        seed: int = 0,
+        grayscale: bool = True,
+    ):
+        unknown = set(modalities) - set(MODALITIES)
+        if unknown or not modalities:
+            raise ValueError(f"modalities must be a non-empty subset of {MODALITIES}, got {tuple(modalities)}.")
+        self.modalities = tuple(modalities)
+        self.augmentation = augmentation
+        self.seed = seed
+        self.grayscale = grayscale
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __call__(self, batch: dict[str, list]) -> dict[str, list]:
+        audios, videos = [], []
+        for path, dataset_name, rel_path in zip(batch["path"], batch["dataset_name"], batch["rel_path"]):
+            clip = load_clip(
+                path, audio="audio" in self.modalities, video="video" in self.modalities, grayscale=self.grayscale
+            )
+            audio, frames = clip.audio, clip.frames
+            if self.augmentation is not None:
+                clip_id = zlib.crc32(f"{dataset_name}/{rel_path}".encode())
+                rng = np.random.default_rng((self.seed, self.epoch, clip_id))
+                audio, frames = self.augmentation(audio, frames, rng)
+            audios.append(audio)
+            videos.append(frames)
+        return {**batch, "audio": audios, "frames": videos}
+
+
+def load_lrs_dataset(
+    root: str | os.PathLike,
+    label_csv: str | os.PathLike,
+    *,
+    modalities: Sequence[str] = MODALITIES,
+    min_clip_frames: int | None = None,
+    max_clip_frames: int | None = None,
+    augmentation: Callable | None = None,
+    seed: int = 0,
+    grayscale: bool = True,
+) -> Dataset:
+    """Read a label CSV into a table of clips that decode when rows are accessed.
+
+    Args:
+        root: the corpus root (`ROOT` above).
+        label_csv: the label file; a bare name not found as given is looked up in `ROOT/labels/`.
+        modalities: what to decode, `("audio", "video")` or one of them (ASR-only work skips video decoding).
+        min_clip_frames, max_clip_frames: drop clips whose `input_length` is outside these bounds.
+        augmentation: called as `augmentation(audio, frames, rng)` after decoding, e.g.
+            `omni_avsr.data.augment.AudioVisualAugmentation()` for training; `None` for evaluation.
+        seed: seeds the augmentation (see `LRSTransform`).
+        grayscale: decode frames as (frames, height, width) grayscale, the video encoder's input.
+
+    Returns:
+        A `datasets.Dataset` with columns `path` (absolute), `dataset_name`, `rel_path`, `num_frames`, `text`.
+        Reading a row decodes it and adds `audio` (float32, 16 kHz mono; cut or padded to `num_frames × 640`
+        samples when video is decoded too) and `frames` (uint8); a modality not decoded is `None`. `datasets`
+        reads even a single column (`dataset["text"]`) through the transform, row by row: read plain columns
+        from `dataset.with_format(None)` (or build the sampler with `FrameBudgetBatchSampler.from_dataset`).
+
+    The CSV is parsed with proper quoting, so quoted text may hold commas, quotes and any UTF-8. The official
+    files never quote; a line with more than five fields is read as an unquoted text that contains commas (the
+    fields from the fifth on are joined back with ","). Lines are checked as they are read: a wrong field count,
+    an `input_length` that is not a positive whole number, a `rel_path` that leaves `ROOT/<dataset_name>` (after
+    resolving `..` and symlinks; the dataset folder itself may be a symlink) or a missing media file raise an
+    error naming the CSV file and line.
+    """
+    root = Path(root)
+    label_csv = Path(label_csv)
+    if not label_csv.is_file() and not label_csv.is_absolute() and (root / "labels" / label_csv).is_file():
+        label_csv = root / "labels" / label_csv
+    if not label_csv.is_file():
+        raise FileNotFoundError(f"Label file not found: {label_csv} (also looked in {root / 'labels'}).")
+    if not root.is_dir():
+        raise FileNotFoundError(f"Dataset root not found: {root}")
+
+    columns = {"path": [], "dataset_name": [], "rel_path": [], "num_frames": [], "text": []}
+    dataset_dirs, resolved_folders = {}, {}
+    for line_number, fields in _read_label_lines(label_csv):
+        where = f"{label_csv}, line {line_number}"
+        dataset_name, rel_path, input_length, _token_ids, text = fields
+        num_frames = _parse_num_frames(input_length, where)
+        if (min_clip_frames is not None and num_frames < min_clip_frames) or (
+            max_clip_frames is not None and num_frames > max_clip_frames
+        ):
+            continue
+        if dataset_name not in dataset_dirs:
+            dataset_dirs[dataset_name] = _dataset_dir(root, dataset_name, where)
+        columns["path"].append(_media_path(dataset_dirs[dataset_name], rel_path, where, resolved_folders))
+        columns["dataset_name"].append(dataset_name)
+        columns["rel_path"].append(rel_path)
+        columns["num_frames"].append(num_frames)
+        columns["text"].append(text)
+
+    if not columns["path"]:
+        raise ValueError(
+            f"{label_csv} lists no clips within min_clip_frames={min_clip_frames}, max_clip_frames={max_clip_frames}."
+        )
+    dataset = Dataset.from_dict(columns)  # types inferred (string, int64): 10× faster than encoding Features
+    transform = LRSTransform(modalities, augmentation=augmentation, seed=seed, grayscale=grayscale)
+    dataset.set_transform(transform)
+    return dataset
+
+
+def set_augmentation_epoch(dataset: Dataset, epoch: int) -> None:
+    """Set the epoch that seeds the augmentation of a dataset made by `load_lrs_dataset`."""
+    transform = dataset.format["format_kwargs"].get("transform")
+    if not isinstance(transform, LRSTransform):
+        raise ValueError("The dataset has no LRSTransform; was it made by load_lrs_dataset?")
+    transform.set_epoch(epoch)
+
+
+def _read_label_lines(label_csv: Path) -> Iterator[tuple[int, list[str]]]:
+    """Yield `(line_number, five fields)` per clip; blank lines are skipped."""
+    with open(label_csv, newline="", encoding="utf-8-sig") as file:
+        reader = csv.reader(file)
+        for fields in reader:
+            if len(fields) <= 1 and not "".join(fields).strip():
+                continue
+            if len(fields) < _NUM_LABEL_FIELDS:
+                raise ValueError(
+                    f"{label_csv}, line {reader.line_num}: expected {_NUM_LABEL_FIELDS} comma-separated fields "
+                    f"(dataset_name,rel_path,input_length,token_ids,text), got {len(fields)}."
+                )
+            text = ",".join(fields[_NUM_LABEL_FIELDS - 1 :])
+            yield reader.line_num, [*fields[: _NUM_LABEL_FIELDS - 1], text]
+
+
+def _parse_num_frames(input_length: str, where: str) -> int:
+    num_frames = int(input_length) if re.fullmatch(r"\s*\d+\s*", input_length) else 0
+    if num_frames <= 0:
+        raise ValueError(
+            f"{where}: input_length must be a positive whole number of video frames, got {input_length!r}."
+        )
+    return num_frames
+
+
+def _dataset_dir(root: Path, dataset_name: str, where: str) -> str:
+    if dataset_name in ("", ".", "..") or "/" in dataset_name or "\\" in dataset_name:
+        raise ValueError(f"{where}: dataset_name must be a folder name inside {root}, got {dataset_name!r}.")
+    # Resolved once: the dataset folder may be a symlink (e.g. to another disk); the user placed it there.
+    return os.path.realpath(root / dataset_name)
+
+
+def _media_path(dataset_dir: str, rel_path: str, where: str, resolved_folders: dict[str, str]) -> str:
+    """The clip's real path, refused unless it lies inside `dataset_dir` once `..` and symlinks are resolved."""
+    if not rel_path or os.path.isabs(rel_path):
+        raise ValueError(f"{where}: rel_path must be a relative path inside {dataset_dir}, got {rel_path!r}.")
+    folder, name = os.path.split(os.path.join(dataset_dir, rel_path))
+    # Folders are shared by many clips (one per speaker): resolving each once keeps large label files fast.
+    if folder not in resolved_folders:
+        resolved_folders[folder] = os.path.realpath(folder)
+    path = os.path.normpath(os.path.join(resolved_folders[folder], name))
+    if os.path.islink(path):
+        path = os.path.realpath(path)
+    if os.path.commonpath([path, dataset_dir]) != dataset_dir:
+        raise ValueError(
+            f"{where}: rel_path {rel_path!r} resolves to {path}, outside the dataset folder {dataset_dir}; refused."
+        )
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{where}: media file not found: {path}")
+    return path
