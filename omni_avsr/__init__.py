@@ -8,6 +8,7 @@ from transformers import AutoConfig, AutoModel, AutoModelForSpeechSeq2Seq, AutoP
 
 from .configuration_avhubert import AVHubertVideoConfig
 from .configuration_omni_avsr import TASKS, OmniAVSRConfig
+from .media import Clip, load_audio, load_clip
 from .modeling_avhubert import AVHubertVideoModel
 from .modeling_omni_avsr import OmniAVSRForConditionalGeneration, OmniAVSROutput
 from .processing_omni_avsr import OmniAVSRProcessor
@@ -25,6 +26,9 @@ OmniAVSRForConditionalGeneration.register_for_auto_class("AutoModel")
 
 __all__ = [
     "TASKS",
+    "Clip",
+    "load_audio",
+    "load_clip",
     "AVHubertVideoConfig",
     "AVHubertVideoModel",
     "OmniAVSRConfig",

@@ -69,7 +69,7 @@ def load_clip(path: str | os.PathLike, *, audio: bool = True, video: bool = True
     frames = _decode_frames(path, grayscale) if video else None
     waveform = load_audio(path) if audio else None
     if frames is not None and waveform is not None:
-        waveform = _align_audio_to_frames(waveform, len(frames), path)
+        waveform = align_audio_to_frames(waveform, len(frames), path)
     return Clip(path=path, audio=waveform, frames=frames, fps=VIDEO_FPS if frames is not None else None)
 
 
@@ -182,7 +182,8 @@ def _frame_indices_at_target_fps(num_frames: int, fps: float, path: str) -> np.n
     return np.minimum((source_positions + 1e-6).astype(np.int64), num_frames - 1)
 
 
-def _align_audio_to_frames(waveform: np.ndarray, num_frames: int, path: str) -> np.ndarray:
+def align_audio_to_frames(waveform: np.ndarray, num_frames: int, path: str) -> np.ndarray:
+    """Cut or zero-pad `waveform` to `num_frames × 640` samples (the reference's alignment); warn past 1 s apart."""
     target_length = num_frames * SAMPLES_PER_FRAME
     audio_seconds = len(waveform) / SAMPLING_RATE
     video_seconds = num_frames / VIDEO_FPS

@@ -6,6 +6,8 @@ import numpy as np
 import torch
 from transformers import BatchFeature, ProcessorMixin
 
+from .media import align_audio_to_frames
+
 
 MARKER_TOKENS = ("<audio>", "</audio>", "<video>", "</video>")
 SAMPLING_RATE = 16000
@@ -19,9 +21,10 @@ class OmniAVSRProcessor(ProcessorMixin):
     - audio → `input_features` (Whisper log-mel, padded to the 30 s window) and `input_features_mask` (the Whisper
       feature extractor's mask, renamed so it does not collide with a text mask). Each waveform is first normalised
       to zero mean and unit variance over the clip, as the official recipe does before feature extraction.
-    - videos → `pixel_values_videos` (batch, frames, 1, crop, crop) and `video_mask` (batch, frames): grayscale,
-      centre crop (or a random crop when `random_crop=True`), scaled to [0, 1], normalised with AV-HuBERT's mean and
-      std, zero-padded (in normalised space) to the longest clip.
+    - videos → `pixel_values_videos` (batch, frames, 1, crop, crop) and `video_mask` (batch, frames): centre crop,
+      grayscale, scaled to [0, 1], normalised with AV-HuBERT's mean and std, zero-padded (in normalised space) to
+      the longest clip. Training's random crop is an augmentation applied before (`AudioVisualAugmentation`), so
+      the centre crop of an 88×88 frame is then a no-op.
     - text → `labels`: transcript ids + EOS, right-padded with -100 (the model builds the prompt itself).
 
     The tokenizer gets the `<audio>`, `</audio>`, `<video>`, `</video>` markers and a `<pad>` token when it lacks them;
@@ -71,8 +74,6 @@ class OmniAVSRProcessor(ProcessorMixin):
         text=None,
         sampling_rate: int | None = None,
         resample: bool = False,
-        random_crop: bool = False,
-        generator: np.random.Generator | None = None,
         return_tensors: str | None = "pt",
         **kwargs,
     ) -> BatchFeature:
@@ -81,12 +82,11 @@ class OmniAVSRProcessor(ProcessorMixin):
             audio (`np.ndarray` or list of them): 16 kHz waveforms, shape (samples,); (channels, samples) or
                 (samples, channels) with up to 8 channels is downmixed to mono.
             videos (`np.ndarray` or list of them): uint8 frames (frames, height, width) or (frames, height, width,
-                channels) with 1 or 3 channels, 25 fps mouth crops (auto-avsr: 96×96).
+                channels) with 1 or 3 channels, 25 fps mouth crops (auto-avsr: 96×96). With `audio` too, each
+                waveform is cut or zero-padded to its clip's `frames × 640` samples (a warning past 1 s of mismatch).
             text (`str` or list of `str`): transcripts, to build `labels`.
             sampling_rate (`int`): the audio's sampling rate; required with `audio`.
             resample (`bool`): resample audio that is not at 16 kHz instead of refusing it.
-            random_crop (`bool`): random instead of centre crop of the frames (training augmentation), drawn from
-                `generator`.
         """
         if kwargs:
             raise ValueError(f"Unexpected arguments to OmniAVSRProcessor: {sorted(kwargs)}.")
@@ -94,8 +94,14 @@ class OmniAVSRProcessor(ProcessorMixin):
             raise ValueError("OmniAVSRProcessor needs at least one of `audio`, `videos` or `text`.")
         data = {}
         batch_sizes = {}
+        clips = None
+        if videos is not None:
+            clips = [self._prepare_frames(clip, index) for index, clip in enumerate(_as_list(videos))]
+            batch_sizes["videos"] = len(clips)
+            data["pixel_values_videos"], data["video_mask"] = _pad_videos(clips)
         if audio is not None:
-            waveforms = self._prepare_waveforms(audio, sampling_rate, resample)
+            num_frames = [clip.shape[0] for clip in clips] if clips is not None else None
+            waveforms = self._prepare_waveforms(audio, sampling_rate, resample, num_frames)
             batch_sizes["audio"] = len(waveforms)
             features = self.feature_extractor(
                 waveforms,
@@ -106,10 +112,6 @@ class OmniAVSRProcessor(ProcessorMixin):
             )
             data["input_features"] = features["input_features"]
             data["input_features_mask"] = features["attention_mask"]
-        if videos is not None:
-            clips = [self._prepare_frames(clip, index, random_crop, generator) for index, clip in enumerate(_as_list(videos))]
-            batch_sizes["videos"] = len(clips)
-            data["pixel_values_videos"], data["video_mask"] = _pad_videos(clips)
         if text is not None:
             texts = [text] if isinstance(text, str) else list(text)
             batch_sizes["text"] = len(texts)
@@ -118,7 +120,9 @@ class OmniAVSRProcessor(ProcessorMixin):
             raise ValueError(f"Batch sizes disagree between inputs: {batch_sizes}.")
         return BatchFeature(data=data, tensor_type=return_tensors)
 
-    def _prepare_waveforms(self, audio, sampling_rate: int | None, resample: bool) -> list[np.ndarray]:
+    def _prepare_waveforms(
+        self, audio, sampling_rate: int | None, resample: bool, num_frames: list[int] | None
+    ) -> list[np.ndarray]:
         if sampling_rate is None:
             raise ValueError(
                 "`sampling_rate` is required with `audio` (expected 16000 Hz): a waveform at the wrong rate would be "
@@ -138,6 +142,9 @@ class OmniAVSRProcessor(ProcessorMixin):
                 import soxr
 
                 waveform = soxr.resample(waveform, sampling_rate, SAMPLING_RATE).astype(np.float32)
+            if num_frames is not None and index < len(num_frames):
+                # Audio-visual clips: the waveform spans exactly the video, as the reference aligns them.
+                waveform = align_audio_to_frames(waveform, num_frames[index], f"audio[{index}]")
             max_samples = self.feature_extractor.n_samples
             if waveform.shape[0] > max_samples:
                 raise ValueError(
@@ -149,7 +156,7 @@ class OmniAVSRProcessor(ProcessorMixin):
             waveforms.append(waveform)
         return waveforms
 
-    def _prepare_frames(self, frames, index: int, random_crop: bool, generator) -> np.ndarray:
+    def _prepare_frames(self, frames, index: int) -> np.ndarray:
         frames = np.asarray(frames)
         if frames.dtype != np.uint8:
             raise ValueError(f"videos[{index}] has dtype {frames.dtype}; expected uint8 frames in [0, 255].")
@@ -169,11 +176,7 @@ class OmniAVSRProcessor(ProcessorMixin):
                 f"videos[{index}] frames are {height}×{width}; expected mouth crops of at least {crop}×{crop} "
                 "(auto-avsr preprocessing gives 96×96)."
             )
-        if random_crop:
-            generator = generator if generator is not None else np.random.default_rng()
-            top, left = int(generator.integers(0, height - crop + 1)), int(generator.integers(0, width - crop + 1))
-        else:
-            top, left = (height - crop) // 2, (width - crop) // 2
+        top, left = (height - crop) // 2, (width - crop) // 2
         pixels = frames[:, top : top + crop, left : left + crop].astype(np.float32) / 255.0
         if pixels.shape[-1] == 3:
             # ITU-R 601 luma on [0, 1] values, as torchvision's `Grayscale` in the official recipe.
