@@ -308,6 +308,7 @@ class OmniAVSRForConditionalGeneration(OmniAVSRPreTrainedModel, GenerationMixin)
             )
         # Clips shorter than MIN_AUDIO_FRAMES keep some of the silence that follows them (as the official code).
         mel_lengths = input_features_mask.sum(-1).clamp(min=2 * MIN_AUDIO_FRAMES, max=expected_frames)
+        input_features = input_features.to(self.audio_encoder.dtype)
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.config.freeze_audio_encoder):
             if self.config.audio_full_window:
                 hidden_states = self.audio_encoder(input_features).last_hidden_state
@@ -352,6 +353,7 @@ class OmniAVSRForConditionalGeneration(OmniAVSRPreTrainedModel, GenerationMixin)
         batch_size, num_frames = pixel_values_videos.shape[:2]
         if video_mask is None or official_padding:
             video_mask = torch.ones(batch_size, num_frames, dtype=torch.bool, device=pixel_values_videos.device)
+        pixel_values_videos = pixel_values_videos.to(self.video_encoder.dtype)
         hidden_states = self.video_encoder(pixel_values_videos, video_mask=video_mask).last_hidden_state
         compressed, token_lengths = compress_frames(
             hidden_states, video_mask.sum(-1), rate, self.config.compression
