@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-from datasets import Dataset
+from datasets import Dataset, concatenate_datasets
 
 from ..media import load_clip
 
@@ -139,6 +139,15 @@ def load_lrs_dataset(
     transform = LRSTransform(modalities, augmentation=augmentation, seed=seed, grayscale=grayscale)
     dataset.set_transform(transform)
     return dataset
+
+
+def concatenate_lrs_datasets(datasets: list[Dataset]) -> Dataset:
+    """Join tables made by `load_lrs_dataset` (e.g. LRS2 + LRS3); the first one's decoding transform serves all."""
+    if len(datasets) == 1:
+        return datasets[0]
+    combined = concatenate_datasets([dataset.with_format(None) for dataset in datasets])
+    combined.set_transform(datasets[0].format["format_kwargs"]["transform"])
+    return combined
 
 
 def set_augmentation_epoch(dataset: Dataset, epoch: int) -> None:

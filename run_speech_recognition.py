@@ -1,0 +1,176 @@
+#!/usr/bin/env python
+"""Train and evaluate Omni-AVSR (ASR, VSR and AVSR at elastic compression rates) with the `Trainer`.
+
+Examples:
+
+    # Train the demo recipe (Mini-LRS, tiny from-scratch components) and write the WER tables:
+    python run_speech_recognition.py recipes/demo_omni_avsr_st.json
+
+    # Evaluate an Omni-AVSR folder on LRS3's test set, clean and in babble noise, beam 15:
+    python run_speech_recognition.py --model_name_or_path ckpt --data_root LRS3 --test_labels lrs3_test.csv \
+        --do_predict --eval_snrs 5 0 -5 --noise_path babble.wav --output_dir results
+
+    # Two processes (gloo on CPU, NCCL on GPUs); also works with `accelerate launch`:
+    torchrun --nproc_per_node 2 run_speech_recognition.py recipes/demo_omni_avsr_st.json
+
+With --do_train the model is trained with efficient matryoshka (one sampled audio and video rate per step, all
+tasks) on length-bucketed batches; --do_eval reports the validation loss of every task at the finest rates;
+--do_predict decodes the test set for every task × rate (× SNR) and writes results.json, results.md and
+wer_vs_tokens.png into --output_dir.
+"""
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+import torch
+import transformers
+from transformers import HfArgumentParser, set_seed
+from transformers.trainer_utils import get_last_checkpoint
+
+from omni_avsr.data.augment import AudioVisualAugmentation
+from omni_avsr.data.collator import OmniAVSRDataCollator
+from omni_avsr.configuration_omni_avsr import OmniAVSRConfig
+from omni_avsr.data.lrs import concatenate_lrs_datasets, load_lrs_dataset
+from omni_avsr.media import load_audio
+from omni_avsr.training.arguments import DataArguments, ModelArguments, OmniAVSRTrainingArguments
+from omni_avsr.training.assembly import build_model_and_processor
+from omni_avsr.training.evaluation import evaluate_wer, evaluation_cells, write_report
+from omni_avsr.training.trainer import OmniAVSRTrainer
+
+
+logger = logging.getLogger(__name__)
+
+
+def parse_arguments() -> tuple[ModelArguments, DataArguments, OmniAVSRTrainingArguments]:
+    """Flags, or a JSON recipe (`python run_speech_recognition.py recipe.json [--flag value ...]`): flags given
+    after the recipe override its values."""
+    parser = HfArgumentParser((ModelArguments, DataArguments, OmniAVSRTrainingArguments))
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available():
+        # Without it, processes launched by torchrun on a machine without GPUs each train alone.
+        parser.set_defaults(use_cpu=True)
+    argv = sys.argv[1:]
+    if argv and argv[0].endswith(".json"):
+        recipe = json.loads(Path(argv[0]).read_text())
+        known = {action.dest for action in parser._actions}
+        unknown = sorted(set(recipe) - known)
+        if unknown:
+            raise ValueError(f"{argv[0]}: unknown arguments {unknown}; see `python run_speech_recognition.py --help`.")
+        parser.set_defaults(**recipe)
+        argv = argv[1:]
+    return parser.parse_args_into_dataclasses(args=argv)
+
+
+def model_modalities(model_args: ModelArguments) -> tuple[str, ...]:
+    """The media the model reads, known before it is built so that datasets decode nothing else."""
+    if model_args.model_name_or_path is not None:
+        config = OmniAVSRConfig.from_pretrained(model_args.model_name_or_path)
+        return tuple(modality for modality in ("audio", "video") if config.has_modality(modality))
+    sources = {"audio": model_args.audio_encoder, "video": model_args.video_encoder}
+    return tuple(modality for modality, source in sources.items() if source is not None)
+
+
+def main():
+    model_args, data_args, training_args = parse_arguments()
+    logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO)
+    transformers.utils.logging.set_verbosity(training_args.get_process_log_level())
+    if data_args.data_root is None:
+        raise ValueError("--data_root is required: the corpus root that holds labels/ and the media folders.")
+    set_seed(training_args.seed)
+    used = model_modalities(model_args)
+
+    train_dataset = None
+    if training_args.do_train:
+        if not data_args.train_labels:
+            raise ValueError("--do_train needs --train_labels (label CSVs under ROOT/labels).")
+        augmentation = None
+        if data_args.augment:
+            augmentation = AudioVisualAugmentation(noise_path=data_args.noise_path, snr_levels=data_args.snr_levels())
+        train_dataset = concatenate_lrs_datasets(
+            [
+                load_lrs_dataset(
+                    data_args.data_root, labels, modalities=used, max_clip_frames=data_args.max_clip_frames,
+                    augmentation=augmentation, seed=training_args.seed,
+                )
+                for labels in data_args.train_labels
+            ]
+        )
+
+    training_texts = train_dataset.with_format(None)["text"] if train_dataset is not None else None
+    model, processor = build_model_and_processor(model_args, training_texts)
+    logger.info(
+        "Omni-AVSR-%s, tasks %s, audio rates %s, video rates %s: %.2f M trainable of %.1f M parameters",
+        model.config.lora_variant, model.config.tasks, model.config.audio_rates, model.config.video_rates,
+        sum(p.numel() for p in model.parameters() if p.requires_grad) / 1e6,
+        sum(p.numel() for p in model.parameters()) / 1e6,
+    )
+
+    eval_dataset = None
+    if data_args.eval_labels is not None and (training_args.do_eval or training_args.eval_strategy != "no"):
+        eval_dataset = load_lrs_dataset(data_args.data_root, data_args.eval_labels, modalities=used)
+
+    trainer = OmniAVSRTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
+        data_collator=OmniAVSRDataCollator(processor),
+        processing_class=processor,
+        max_frames_per_batch=data_args.max_frames_per_batch,
+        max_clips_per_batch=data_args.max_clips_per_batch,
+    )
+
+    if training_args.do_train:
+        checkpoint = training_args.resume_from_checkpoint
+        if checkpoint is None and os.path.isdir(training_args.output_dir):
+            checkpoint = get_last_checkpoint(training_args.output_dir)
+            if checkpoint is not None:
+                logger.info("Resuming from %s, the last checkpoint in --output_dir", checkpoint)
+        result = trainer.train(resume_from_checkpoint=checkpoint)
+        if training_args.world_size > 1:
+            fingerprint = trainer.check_replicas_in_sync()
+            logger.warning("Rank %d: DDP replicas identical, weight fingerprint %s", training_args.process_index, fingerprint)
+        trainer.save_model()
+        if trainer.is_world_process_zero():
+            processor.save_pretrained(training_args.output_dir)
+        trainer.log_metrics("train", result.metrics)
+        trainer.save_metrics("train", result.metrics)
+        trainer.save_state()
+
+    if training_args.do_eval and eval_dataset is not None:
+        metrics = trainer.evaluate()
+        trainer.log_metrics("eval", metrics)
+        trainer.save_metrics("eval", metrics)
+
+    if training_args.do_predict and trainer.is_world_process_zero():
+        predict(trainer.model, processor, data_args, training_args, used)
+
+
+def predict(model, processor, data_args: DataArguments, training_args, used_modalities):
+    """Decode the test set for every task × rate (× SNR) and write the WER tables and plot."""
+    if data_args.test_labels is None:
+        raise ValueError("--do_predict needs --test_labels.")
+    test_dataset = load_lrs_dataset(data_args.data_root, data_args.test_labels, modalities=used_modalities)
+    if data_args.max_test_samples is not None:
+        test_dataset = test_dataset.select(range(min(data_args.max_test_samples, len(test_dataset))))
+    noise = load_audio(data_args.noise_path) if data_args.noise_path is not None else None
+    cells = evaluation_cells(model.config, [None, *data_args.eval_snrs], data_args.eval_tasks)
+    rows = evaluate_wer(
+        model, processor, test_dataset, cells, noise=noise, batch_size=data_args.decode_batch_size,
+        num_workers=training_args.dataloader_num_workers, seed=training_args.seed,
+        output_dir=training_args.output_dir, num_beams=data_args.num_beams, max_new_tokens=data_args.max_new_tokens,
+    )
+    markdown = write_report(rows, training_args.output_dir)
+    floor_file = Path(data_args.data_root) / "lip_reading_floor.json"
+    if floor_file.exists():
+        floor = json.loads(floor_file.read_text())
+        markdown += f"\nLip-reading floor of this corpus (best possible VSR WER from the visemes): {floor['wer_percent']:.1f} %\n"
+        (Path(training_args.output_dir) / "results.md").write_text(markdown)
+    print(markdown)
+    print(f"Plot: {Path(training_args.output_dir) / 'wer_vs_tokens.png'}")
+
+
+if __name__ == "__main__":
+    main()
