@@ -103,15 +103,7 @@ class OmniAVSRProcessor(ProcessorMixin):
             num_frames = [clip.shape[0] for clip in clips] if clips is not None else None
             waveforms = self._prepare_waveforms(audio, sampling_rate, resample, num_frames)
             batch_sizes["audio"] = len(waveforms)
-            features = self.feature_extractor(
-                waveforms,
-                sampling_rate=SAMPLING_RATE,
-                return_attention_mask=True,
-                padding="max_length",
-                return_tensors="np",
-            )
-            data["input_features"] = features["input_features"]
-            data["input_features_mask"] = features["attention_mask"]
+            data["input_features"], data["input_features_mask"] = self._log_mel_features(waveforms)
         if text is not None:
             texts = [text] if isinstance(text, str) else list(text)
             batch_sizes["text"] = len(texts)
@@ -155,6 +147,43 @@ class OmniAVSRProcessor(ProcessorMixin):
                 waveform = (waveform - waveform.mean()) / np.sqrt(waveform.var() + 1e-8)
             waveforms.append(waveform)
         return waveforms
+
+    def _log_mel_features(self, waveforms: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """Whisper log-mel features of the 30 s window and the mask of the frames that hold audio.
+
+        Hand-written because `WhisperFeatureExtractor` computes all 3000 frames of the window even for a 2 s clip;
+        here only the frames that touch the clip are computed and the rest (an all-zero window) is filled with the
+        value the full computation gives, which is exactly the same output ~10× faster for LRS-length clips.
+        """
+        extractor = self.feature_extractor
+        num_frames = extractor.n_samples // extractor.hop_length
+        if getattr(extractor, "dither", 0.0) != 0.0 or not hasattr(extractor, "mel_filters"):
+            features = extractor(
+                waveforms, sampling_rate=SAMPLING_RATE, return_attention_mask=True, padding="max_length",
+                return_tensors="np",
+            )
+            return features["input_features"], features["attention_mask"]
+        window = torch.hann_window(extractor.n_fft)
+        mel_filters = torch.from_numpy(extractor.mel_filters).float()
+        features = np.empty((len(waveforms), mel_filters.shape[1], num_frames), dtype=np.float32)
+        mask = np.zeros((len(waveforms), num_frames), dtype=np.int64)
+        for index, waveform in enumerate(waveforms):
+            # Zeros after the clip keep every frame that touches it exact (their windows and the end reflection
+            # see zeros, as in the padded window); frames further on see only zeros.
+            span = min(extractor.n_samples, len(waveform) + 2 * extractor.n_fft)
+            padded = torch.zeros(span)
+            padded[: len(waveform)] = torch.from_numpy(waveform)
+            stft = torch.stft(padded, extractor.n_fft, extractor.hop_length, window=window, return_complex=True)
+            exact = num_frames
+            if span < extractor.n_samples:
+                exact = min(num_frames, (span - extractor.n_fft // 2) // extractor.hop_length)
+            log_spec = torch.clamp(mel_filters.T @ (stft[:, :exact].abs() ** 2), min=1e-10).log10()
+            silence = -10.0  # log10 of the clamp floor: what an all-zero window gives
+            floor = max(float(log_spec.max()), silence) - 8.0
+            features[index] = (max(silence, floor) + 4.0) / 4.0
+            features[index, :, :exact] = ((torch.maximum(log_spec, torch.tensor(floor)) + 4.0) / 4.0).numpy()
+            mask[index, : -(-len(waveform) // extractor.hop_length)] = 1
+        return features, mask
 
     def _prepare_frames(self, frames, index: int) -> np.ndarray:
         frames = np.asarray(frames)

@@ -149,3 +149,14 @@ def test_collator_refuses_mixed_modalities(processor):
         collator([{"audio": audio, "frames": video, "text": "a"}, {"audio": audio, "frames": None, "text": "b"}])
     audio_only = collator([{"audio": audio, "frames": None, "text": "a"}])
     assert "pixel_values_videos" not in audio_only and "input_features" in audio_only
+
+
+@pytest.mark.parametrize("num_samples", [1, 400, 1123, 19200, 32001, 479601, 480000])
+def test_span_only_log_mel_equals_the_full_window_extractor(processor, num_samples):
+    waveform = (np.random.default_rng(num_samples).standard_normal(num_samples) * 0.3).astype(np.float32)
+    features, mask = processor._log_mel_features([waveform])
+    reference = processor.feature_extractor(
+        [waveform], sampling_rate=16000, return_attention_mask=True, padding="max_length", return_tensors="np"
+    )
+    np.testing.assert_allclose(features, reference["input_features"], rtol=0, atol=1e-6)
+    np.testing.assert_array_equal(mask, reference["attention_mask"])
