@@ -1,7 +1,8 @@
 """Omni-AVSR for Hugging Face Transformers.
 
 Importing the package registers the `omni_avsr` model type with `AutoConfig`, `AutoModel`,
-`AutoModelForSpeechSeq2Seq` and `AutoProcessor`.
+`AutoModelForSpeechSeq2Seq` and `AutoProcessor`, and the `automatic-speech-recognition` and
+`audio-visual-speech-recognition` pipelines.
 """
 
 from transformers import AutoConfig, AutoModel, AutoModelForSpeechSeq2Seq, AutoProcessor
@@ -11,6 +12,11 @@ from .configuration_omni_avsr import TASKS, OmniAVSRConfig
 from .media import Clip, load_audio, load_clip
 from .modeling_avhubert import AVHubertVideoModel
 from .modeling_omni_avsr import OmniAVSRForConditionalGeneration, OmniAVSROutput
+from .pipeline_omni_avsr import (
+    AudioVisualSpeechRecognitionPipeline,
+    OmniAVSRSpeechRecognitionPipeline,
+    register_pipelines,
+)
 from .processing_omni_avsr import OmniAVSRProcessor
 
 
@@ -23,16 +29,19 @@ AutoProcessor.register(OmniAVSRConfig, OmniAVSRProcessor, exist_ok=True)
 OmniAVSRConfig.register_for_auto_class()
 OmniAVSRProcessor.register_for_auto_class()
 OmniAVSRForConditionalGeneration.register_for_auto_class("AutoModel")
+register_pipelines()
 
 __all__ = [
     "TASKS",
     "Clip",
     "load_audio",
     "load_clip",
+    "AudioVisualSpeechRecognitionPipeline",
     "AVHubertVideoConfig",
     "AVHubertVideoModel",
     "OmniAVSRConfig",
     "OmniAVSRForConditionalGeneration",
     "OmniAVSROutput",
     "OmniAVSRProcessor",
+    "OmniAVSRSpeechRecognitionPipeline",
 ]
