@@ -168,7 +168,7 @@ class OmniAVSRForConditionalGeneration(OmniAVSRPreTrainedModel, GenerationMixin)
             bos_token_id=config.bos_token_id,
             eos_token_id=config.eos_token_id,
             pad_token_id=config.pad_token_id,
-            max_new_tokens=32,
+            max_new_tokens=128,
         )
         self.apply_freezing()
 
