@@ -26,7 +26,7 @@ setup(
     ],
     extras_require={
         "demo": ["espeakng-loader>=0.2", "matplotlib>=3.8", "tensorboard>=2.15", "gguf>=0.10", "librosa>=0.10"],
-        "dev": ["pytest>=8", "pytest-xdist>=3.5"],
+        "dev": ["pytest>=8", "pytest-xdist>=3.5", "ctranslate2>=4.0"],
     },
     entry_points={"console_scripts": ["omni-avsr=omni_avsr.cli:main"]},
 )

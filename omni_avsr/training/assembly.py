@@ -55,8 +55,7 @@ def _is_config_file(path: str) -> bool:
 def _language_model(model_args: ModelArguments, training_texts: list[str] | None):
     source = model_args.language_model
     if not _is_config_file(source):
-        path = find_smollm2_gguf() if source == "smollm2" else Path(source)
-        model, tokenizer = load_language_model(path)
+        model, tokenizer = load_language_model(find_smollm2_gguf() if source == "smollm2" else source)
         if model_args.tokenizer is not None:
             tokenizer = AutoTokenizer.from_pretrained(model_args.tokenizer)
         return model, tokenizer
@@ -82,9 +81,11 @@ def _audio_encoder(source: str | None):
     if _is_config_file(source):
         config = WhisperConfig.from_json_file(source)
         return WhisperEncoder(config), WhisperFeatureExtractor(feature_size=config.num_mel_bins)
-    if not Path(source).is_dir():
-        raise FileNotFoundError(f"Audio encoder not found: {source} (expected a Whisper folder or a config .json).")
-    return WhisperModel.from_pretrained(source).get_encoder(), WhisperFeatureExtractor.from_pretrained(source)
+    if AutoConfig.from_pretrained(source).architectures == ["WhisperEncoder"]:
+        encoder = WhisperEncoder.from_pretrained(source)  # an encoder-only folder, e.g. from convert.ctranslate2_whisper
+    else:
+        encoder = WhisperModel.from_pretrained(source).get_encoder()
+    return encoder, WhisperFeatureExtractor.from_pretrained(source)
 
 
 def _video_encoder(source: str | None):
@@ -98,8 +99,4 @@ def _video_encoder(source: str | None):
         model = AVHubertVideoModel(avhubert_config_from_fairseq(checkpoint["cfg"]["model"]))
         model.load_state_dict(convert_avhubert_state_dict(checkpoint["model"]).state_dict)
         return model
-    if not path.is_dir():
-        raise FileNotFoundError(
-            f"Video encoder not found: {source} (expected an AVHubertVideoModel folder, a fairseq .pt or a config .json)."
-        )
-    return AVHubertVideoModel.from_pretrained(path)
+    return AVHubertVideoModel.from_pretrained(source)
