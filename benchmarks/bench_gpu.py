@@ -1,0 +1,200 @@
+"""Full-size Omni-AVSR on one NVIDIA GPU: training samples/s, model FLOP utilisation, peak memory, decoding latency.
+
+The paper's shapes (`paper_config("ST")`: Whisper-medium encoder, AV-HuBERT Large, Llama-3.2-1B) with random
+weights: frozen parts in bf16, LoRA and projectors (the trained parts) in fp32 with AdamW, like bf16 mixed-precision
+training. A training step is forward + backward + optimizer step on `--clips` clips with the rate pair cycling over
+all pairs. MFU = FLOPs of a step (torch's FlopCounterMode) / step time / the GPU's dense bf16 peak from NVIDIA's
+datasheet (picked from the GPU name; H100 SXM and H200: 989 TFLOP/s) and, for reference, / a bf16 matmul peak
+measured here. Decoding latency: one clip per call at every task and rate, greedy and beam 15, `--new-tokens`
+tokens (min = max). Finishes in a few minutes on an H100.
+
+    python benchmarks/bench_gpu.py                 # on a CUDA machine
+    python benchmarks/bench_gpu.py --smoke         # tiny model on whatever device there is (CPU here)
+
+Prints one JSON object on stdout, then a table on stderr.
+"""
+
+import argparse
+import itertools
+import time
+
+import torch
+
+from bench_training import omni_step, rate_pair_order, to_frozen_bf16
+from common import (
+    build_config,
+    build_model,
+    build_processor,
+    clip_durations,
+    count_flops,
+    describe_batch,
+    describe_config,
+    emit,
+    finish_machine_info,
+    format_table,
+    machine_info,
+    make_batch,
+    matmul_peak,
+    parameter_counts,
+)
+from omni_avsr.configuration_omni_avsr import TASK_MODALITIES
+from omni_avsr.presets import paper_config
+
+
+# NVIDIA datasheet dense (no sparsity) BF16 tensor-core peaks, TFLOP/s; the first name fragment that matches wins.
+DATASHEET_BF16_TFLOPS = (
+    ("H200", 989.4),
+    ("H100 PCIe", 756.0),
+    ("H100 NVL", 835.0),
+    ("H100", 989.4),
+    ("A100", 312.0),
+    ("L40S", 362.1),
+)
+
+
+def datasheet_peak(gpu_name: str) -> tuple[float | None, str]:
+    for fragment, tflops in DATASHEET_BF16_TFLOPS:
+        if fragment in gpu_name:
+            return tflops * 1e12, f"NVIDIA datasheet dense bf16 for {fragment}: {tflops} TFLOP/s"
+    return None, "no datasheet peak known for this device; only the measured matmul peak is used"
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def timed(function, device) -> float:
+    synchronize(device)
+    start = time.perf_counter()
+    function()
+    synchronize(device)
+    return time.perf_counter() - start
+
+
+def paper_batch(processor, durations, config, transcript_tokens: int, seed: int) -> dict:
+    """Speech-like media; labels are random ids of the LM's vocabulary (no Llama-3 tokenizer offline) + EOS."""
+    batch = make_batch(processor, durations, seed=seed, text=False)
+    generator = torch.Generator().manual_seed(seed)
+    ids = torch.randint(0, config.eos_token_id, (len(durations), transcript_tokens), generator=generator)
+    batch["labels"] = torch.cat([ids, torch.full((len(durations), 1), config.eos_token_id)], dim=1)
+    return batch
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--smoke", action="store_true", help="tiny model, few steps: proves the script runs anywhere")
+    parser.add_argument("--clips", type=int, default=16, help="clips per training step (the paper: ≤1500 frames)")
+    parser.add_argument("--seconds", type=float, default=3.0, help="mean clip duration (clips spread ±0.4 s)")
+    parser.add_argument("--transcript-tokens", type=int, default=16)
+    parser.add_argument("--warmup-steps", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=8)
+    parser.add_argument("--new-tokens", type=int, default=16)
+    parser.add_argument("--beams", type=int, nargs="+", default=[1, 15])
+    parser.add_argument("--json-out", help="also write the JSON report to this file")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    if args.smoke:
+        args.clips, args.seconds, args.warmup_steps, args.steps, args.new_tokens, args.beams = 2, 1.0, 1, 2, 4, [2]
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    machine = machine_info()
+    gpu_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "none (CPU)"
+    spec_peak, peak_source = datasheet_peak(gpu_name)
+    measured_peak = matmul_peak(
+        torch.bfloat16, size=8192 if device.type == "cuda" else 1024, device=str(device)
+    ).flops_per_s
+
+    processor = build_processor("tiny")
+    config = build_config("tiny", processor) if args.smoke else paper_config("ST")
+    # bf16 linears on a CPU cost milliseconds per call in this torch build: a CPU (smoke) run stays in fp32.
+    media_dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    with device:
+        model = build_model(config, seed=args.seed)
+        model = (to_frozen_bf16(model) if media_dtype == torch.bfloat16 else model).train()
+    trainable = [param for param in model.parameters() if param.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=1e-3, betas=(0.9, 0.98), weight_decay=0.1)
+    durations = clip_durations(args.clips, args.seconds, 0.4)
+    batch = paper_batch(processor, durations, config, args.transcript_tokens, args.seed)
+    batch = {
+        name: value.to(device, media_dtype if value.is_floating_point() else value.dtype)
+        for name, value in batch.items()
+    }
+    pairs = rate_pair_order(config)
+
+    def train_step(pair):
+        omni_step(model, batch, *pair)
+        optimizer.step()
+
+    for step in range(args.warmup_steps):
+        train_step(pairs[step % len(pairs)])
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    step_times = [timed(lambda: train_step(pairs[step % len(pairs)]), device) for step in range(args.steps)]
+    peak_memory = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None
+    timed_pairs = pairs[: min(args.steps, len(pairs))]
+    step_flops = [count_flops(lambda pair=pair: omni_step(model, batch, *pair)) for pair in timed_pairs]
+    mean_flops = sum(step_flops) / len(step_flops)
+    step_s = sum(step_times) / len(step_times)
+
+    model.eval()
+    settings = (
+        [("asr", rate, None) for rate in config.audio_rates]
+        + [("vsr", None, rate) for rate in config.video_rates]
+        + [("avsr", a, v) for a, v in itertools.product(config.audio_rates, config.video_rates)]
+    )
+    names = {"audio": ("input_features", "input_features_mask"), "video": ("pixel_values_videos", "video_mask")}
+    decoding = []
+    with torch.no_grad():
+        for (task, audio_rate, video_rate), beams in itertools.product(settings, args.beams):
+            inputs = {name: batch[name][:1] for modality in TASK_MODALITIES[task] for name in names[modality]}
+
+            def generate():
+                model.generate(
+                    **inputs, task=task, audio_rate=audio_rate, video_rate=video_rate, num_beams=beams,
+                    do_sample=False, min_new_tokens=args.new_tokens, max_new_tokens=args.new_tokens,
+                )
+
+            generate()
+            decoding.append({
+                "task": task, "audio_rate": audio_rate, "video_rate": video_rate, "beams": beams,
+                "latency_s": round(timed(generate, device), 4),
+            })
+
+    report = {
+        "benchmark": "gpu",
+        "gpu_name": gpu_name,
+        "config": {
+            "size": "tiny (smoke)" if args.smoke else "paper (Whisper-medium, AV-HuBERT Large, Llama-3.2-1B)",
+            "model": describe_config(config),
+            "parameters": parameter_counts(model),
+            "batch": describe_batch(batch, durations),
+            "precision": "frozen parts bf16, LoRA + projectors fp32, AdamW" if device.type == "cuda" else "fp32",
+            "steps": args.steps,
+            "new_tokens": args.new_tokens,
+        },
+        "machine": finish_machine_info(machine),
+        "train_step_s": round(step_s, 4),
+        "train_samples_per_s": round(args.clips / step_s, 2),
+        "train_gflop_per_step": round(mean_flops / 1e9, 1),
+        "peak_source": peak_source,
+        "peak_tflops": round(spec_peak / 1e12, 1) if spec_peak else None,
+        "train_mfu": round(mean_flops / step_s / spec_peak, 4) if spec_peak else None,
+        "matmul_peak_tflops_measured": round(measured_peak / 1e12, 2),
+        "train_mfu_vs_measured_matmul": round(mean_flops / step_s / measured_peak, 4),
+        "peak_gpu_memory_gb": round(peak_memory, 2) if peak_memory is not None else None,
+        "decoding": decoding,
+    }
+    table = (
+        f"{gpu_name}: {report['train_samples_per_s']} samples/s, MFU {report['train_mfu']} ({peak_source}), "
+        f"{report['train_mfu_vs_measured_matmul']} of the measured matmul peak, peak memory "
+        f"{report['peak_gpu_memory_gb']} GB\n"
+    )
+    table += format_table(
+        ["task", "a", "v", "beams", "latency_s"],
+        [[r["task"], r["audio_rate"] or "-", r["video_rate"] or "-", r["beams"], r["latency_s"]] for r in decoding],
+    )
+    emit(report, table, args.json_out)
+
+
+if __name__ == "__main__":
+    main()

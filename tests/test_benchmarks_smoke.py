@@ -1,0 +1,67 @@
+"""Each benchmark's main path runs at the tiny size and prints one JSON object with its documented keys.
+
+No timing is asserted: benchmarks measure, tests only check that they run.
+"""
+
+import importlib
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+
+BENCHMARKS_DIR = Path(__file__).resolve().parents[1] / "benchmarks"
+
+CASES = {
+    "bench_training": (
+        ["--size", "tiny", "--seconds", "1", "--rounds", "1", "--variants", "fp32", "--variant-repeats", "1"],
+        ["omni_step_s", "mtsk_step_s", "separate_step_s", "omni_over_mtsk", "omni_over_separate", "peak_rss_mb",
+         "llm_passes_per_batch", "llm_calls_per_batch", "train_mfu_fp32", "train_mfu_bf16", "profile_top_ops",
+         "matmul_peak", "config", "machine"],
+    ),
+    "bench_inference": (
+        ["--size", "tiny", "--seconds", "1", "--quick", "--batch-sizes", "1", "--beams", "1", "2", "--new-tokens", "2"],
+        ["rows", "decode_mfu_fp32", "matmul_peak", "config", "machine"],
+    ),
+    "bench_official_comparison": (
+        ["--size", "tiny", "--seconds", "1", "--clips", "2", "--beams", "2", "--new-tokens", "2"],
+        ["runs", "batched_over_sequential", "ours_over_official", "trimmed_window", "config", "machine"],
+    ),
+    "bench_gpu": (
+        ["--smoke"],
+        ["gpu_name", "train_samples_per_s", "train_mfu", "train_mfu_vs_measured_matmul", "peak_gpu_memory_gb",
+         "decoding", "config"],
+    ),
+}
+
+
+@pytest.fixture(autouse=True)
+def benchmarks_on_path(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS_DIR))
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny ops do not gain from threads, and on a busy machine OpenMP threads wait on each other (measured: 4×)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("script", sorted(CASES))
+def test_benchmark_prints_documented_json(script, monkeypatch, capsys):
+    arguments, keys = CASES[script]
+    monkeypatch.setattr(sys, "argv", [script, *arguments])
+    importlib.import_module(script).main()
+    report = json.loads(capsys.readouterr().out)
+    assert set(keys) <= set(report), sorted(set(keys) - set(report))
+    if script == "bench_inference":
+        row_keys = {"task", "audio_rate", "video_rate", "batch_size", "beams", "clips_per_s", "rtf",
+                    "llm_input_tokens_per_s_media"}
+        assert report["rows"] and all(row_keys <= set(row) for row in report["rows"])
+    if script == "bench_training":
+        assert report["llm_passes_per_batch"] == {"omni": 3, "mtsk": 8, "separate": 3}
+        assert report["llm_calls_per_batch"] == {"omni": 1, "mtsk": 8, "separate": 3}
