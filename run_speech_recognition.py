@@ -48,8 +48,8 @@ def parse_arguments() -> tuple[ModelArguments, DataArguments, OmniAVSRTrainingAr
     """Flags, or a JSON recipe (`python run_speech_recognition.py recipe.json [--flag value ...]`): flags given
     after the recipe override its values."""
     parser = HfArgumentParser((ModelArguments, DataArguments, OmniAVSRTrainingArguments))
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available():
-        # Without it, processes launched by torchrun on a machine without GPUs each train alone.
+    if not torch.cuda.is_available():
+        # Without a GPU, say so: processes launched by torchrun would each train alone, and bf16 would be refused.
         parser.set_defaults(use_cpu=True)
     argv = sys.argv[1:]
     if argv and argv[0].endswith(".json"):

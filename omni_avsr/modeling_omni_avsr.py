@@ -5,7 +5,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 from torch.nn import functional as F
-from transformers import AutoModelForCausalLM, GenerationConfig, GenerationMixin, PreTrainedModel
+from transformers import AutoModelForCausalLM, DynamicCache, GenerationConfig, GenerationMixin, PreTrainedModel
 from transformers.activations import ACT2FN
 from transformers.masking_utils import create_bidirectional_mask
 from transformers.modeling_outputs import CausalLMOutputWithPast
@@ -620,9 +620,30 @@ class OmniAVSRForConditionalGeneration(OmniAVSRPreTrainedModel, GenerationMixin)
             [task], input_features, input_features_mask, pixel_values_videos, video_mask, audio_rate, video_rate
         )
         inputs_embeds, attention_mask, _ = self._build_sequences([task], media, None, padding_side="left")
+        generation_config = generate_kwargs.get("generation_config") or self.generation_config
+        copies = max(
+            generate_kwargs.get("num_beams", generation_config.num_beams) or 1,
+            generate_kwargs.get("num_return_sequences", generation_config.num_return_sequences) or 1,
+        )
+        if copies > 1 and generate_kwargs.get("cache") is None:
+            # `generate` repeats each prompt once per beam BEFORE its prefill: the long media prompt would go through
+            # the LM `num_beams` times. Prefill it once per clip and hand over the cache repeated per beam instead.
+            generate_kwargs["cache"] = self._prefill_prompt(inputs_embeds[:, :-1], attention_mask[:, :-1], task)
+            generate_kwargs["cache"].batch_repeat_interleave(copies)
         return super().generate(
             inputs_embeds=inputs_embeds, attention_mask=attention_mask, task=task, **generate_kwargs
         )
+
+    def _prefill_prompt(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor, task: str) -> DynamicCache:
+        """The LM's cache over the prompt, with the positions `generate` derives from the left-padded mask."""
+        position_ids = (attention_mask.cumsum(-1) - 1).masked_fill(attention_mask == 0, 0)
+        cache = DynamicCache(config=self.config.text_config)
+        self._route_adapters([task], None)
+        self.language_model.base_model(
+            inputs_embeds=inputs_embeds, attention_mask=attention_mask, position_ids=position_ids, cache=cache,
+            use_cache=True,
+        )
+        return cache
 
 
 def _load_into_lora_wrapped(module: nn.Module, state_dict: dict[str, torch.Tensor]) -> None:

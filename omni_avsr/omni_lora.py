@@ -27,15 +27,15 @@ class OmniLoraLinear(LoraLinear):
         if self.adapter_routing is None or self.disable_adapters or self.merged:
             return super().forward(x, *args, **kwargs)
         result = self.base_layer(x, *args, **kwargs)
-        deltas = []
         start = 0
         for adapter_names, num_rows in self.adapter_routing:
-            rows = x if num_rows is None else x[start : start + num_rows]
-            start += 0 if num_rows is None else num_rows
-            deltas.append(sum(self._lora_delta(name, rows) for name in adapter_names))
+            rows = slice(None) if num_rows is None else slice(start, start + num_rows)
+            start += num_rows or 0
+            # In place: the base layer's output is not saved for its backward, and a copy per layer adds up.
+            result[rows] += sum(self._lora_delta(name, x[rows]) for name in adapter_names).to(result.dtype)
         if start not in (0, x.shape[0]):
             raise ValueError(f"Adapter routing covers {start} rows but the batch has {x.shape[0]}.")
-        return result + torch.cat(deltas, dim=0).to(result.dtype)
+        return result
 
     def _lora_delta(self, name: str, x: torch.Tensor) -> torch.Tensor:
         x = self._cast_input_dtype(x, self.lora_A[name].weight.dtype)

@@ -148,6 +148,29 @@ def test_beam_search_batched_equals_single(processor):
     assert batched[1, : one.shape[1]].tolist() == one[0].tolist()
 
 
+def test_beam_search_prefills_the_prompt_once_with_identical_results(processor):
+    """The prompt goes through the LM once per clip (not once per beam); tokens equal the plain beam search."""
+    model = tiny_model(processor).eval()
+    randomize_lora(model, std=0.3)
+    inputs = tiny_batch(processor, text=False, num_clips=2)
+    media = model._encode_media(["avsr"], inputs["input_features"], inputs["input_features_mask"],
+                                inputs["pixel_values_videos"], inputs["video_mask"], 4, 2)
+    inputs_embeds, attention_mask, _ = model._build_sequences(["avsr"], media, None, padding_side="left")
+    kwargs = dict(num_beams=4, max_new_tokens=5, do_sample=False)
+    plain = super(type(model), model).generate(
+        inputs_embeds=inputs_embeds, attention_mask=attention_mask, task="avsr", **kwargs
+    )
+    calls = []
+    hook = model.language_model.register_forward_pre_hook(lambda module, args, kwargs: calls.append(kwargs), with_kwargs=True)
+    try:
+        ours = model.generate(**inputs, task="avsr", audio_rate=4, video_rate=2, **kwargs)
+    finally:
+        hook.remove()
+    assert ours.tolist() == plain.tolist()
+    first_step = calls[0]["inputs_embeds"]
+    assert first_step.shape[0] == 2 * 4 and first_step.shape[1] == 1, "only the last prompt position per beam"
+
+
 def test_generate_returns_only_new_tokens_decodable_by_processor(processor):
     model = tiny_model(processor).eval()
     inputs = tiny_batch(processor, text=False, num_clips=2)
