@@ -23,8 +23,26 @@ install: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest tests -q
 
-demo: $(STAMP)
-	$(PY) -m omni_avsr.demo --output-dir outputs/demo
+# The demo in five resumable steps; each one's last output is a make target, so a rerun skips finished steps and an
+# interrupted training resumes from its last checkpoint. README "The demo" says what each step does and why.
+DEMO := outputs/demo
+
+$(DEMO)/mini_lrs/noise/babble.wav: | $(STAMP)
+	$(PY) -m omni_avsr.data.mini_lrs --output-dir $(DEMO)/mini_lrs --num-train 2000 --num-test 200
+
+$(DEMO)/whisper-tiny.en/config.json: | $(STAMP)
+	$(PY) -m omni_avsr.convert.ctranslate2_whisper $(DEMO)/whisper-tiny.en
+
+$(DEMO)/lip_reader/lip_reading_results.json: recipes/demo/lip_reader.json recipes/demo/avhubert.json \
+		$(DEMO)/mini_lrs/noise/babble.wav
+	$(PY) run_lip_reading_ctc.py recipes/demo/lip_reader.json
+
+$(DEMO)/asr_warmup/model.safetensors: recipes/demo/asr_warmup.json recipes/demo/language_model.json \
+		$(DEMO)/whisper-tiny.en/config.json $(DEMO)/lip_reader/lip_reading_results.json
+	$(PY) run_speech_recognition.py recipes/demo/asr_warmup.json
+
+demo: $(DEMO)/asr_warmup/model.safetensors
+	$(PY) run_speech_recognition.py recipes/demo_omni_avsr_st.json
 
 clean:
 	rm -rf $(VENV) outputs

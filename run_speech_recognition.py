@@ -22,45 +22,29 @@ wer_vs_tokens.png into --output_dir.
 import json
 import logging
 import os
-import sys
 from pathlib import Path
 
-import torch
 import transformers
-from transformers import HfArgumentParser, set_seed
+from transformers import set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
 from omni_avsr.data.augment import AudioVisualAugmentation
 from omni_avsr.data.collator import OmniAVSRDataCollator
-from omni_avsr.configuration_omni_avsr import OmniAVSRConfig
+from omni_avsr.configuration_omni_avsr import TASK_MODALITIES, OmniAVSRConfig
 from omni_avsr.data.lrs import concatenate_lrs_datasets, load_lrs_dataset
 from omni_avsr.media import load_audio
-from omni_avsr.training.arguments import DataArguments, ModelArguments, OmniAVSRTrainingArguments
+from omni_avsr.training.arguments import (
+    DataArguments,
+    ModelArguments,
+    OmniAVSRTrainingArguments,
+    parse_recipe_and_flags,
+)
 from omni_avsr.training.assembly import build_model_and_processor
 from omni_avsr.training.evaluation import evaluate_wer, evaluation_cells, write_report
 from omni_avsr.training.trainer import OmniAVSRTrainer
 
 
 logger = logging.getLogger(__name__)
-
-
-def parse_arguments() -> tuple[ModelArguments, DataArguments, OmniAVSRTrainingArguments]:
-    """Flags, or a JSON recipe (`python run_speech_recognition.py recipe.json [--flag value ...]`): flags given
-    after the recipe override its values."""
-    parser = HfArgumentParser((ModelArguments, DataArguments, OmniAVSRTrainingArguments))
-    if not torch.cuda.is_available():
-        # Without a GPU, say so: processes launched by torchrun would each train alone, and bf16 would be refused.
-        parser.set_defaults(use_cpu=True)
-    argv = sys.argv[1:]
-    if argv and argv[0].endswith(".json"):
-        recipe = json.loads(Path(argv[0]).read_text())
-        known = {action.dest for action in parser._actions}
-        unknown = sorted(set(recipe) - known)
-        if unknown:
-            raise ValueError(f"{argv[0]}: unknown arguments {unknown}; see `python run_speech_recognition.py --help`.")
-        parser.set_defaults(**recipe)
-        argv = argv[1:]
-    return parser.parse_args_into_dataclasses(args=argv)
 
 
 def model_modalities(model_args: ModelArguments) -> tuple[str, ...]:
@@ -73,7 +57,9 @@ def model_modalities(model_args: ModelArguments) -> tuple[str, ...]:
 
 
 def main():
-    model_args, data_args, training_args = parse_arguments()
+    model_args, data_args, training_args = parse_recipe_and_flags(
+        (ModelArguments, DataArguments, OmniAVSRTrainingArguments)
+    )
     logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO)
     transformers.utils.logging.set_verbosity(training_args.get_process_log_level())
     if data_args.data_root is None:
@@ -83,6 +69,14 @@ def main():
 
     train_dataset = None
     if training_args.do_train:
+        train_modalities = used
+        if training_args.train_tasks:
+            unknown = sorted(set(training_args.train_tasks) - set(TASK_MODALITIES))
+            if unknown:
+                raise ValueError(f"--train_tasks: unknown tasks {unknown}; expected some of {list(TASK_MODALITIES)}.")
+            # Decode only what the trained tasks read (an ASR warm-up needs no video).
+            needed = {modality for task in training_args.train_tasks for modality in TASK_MODALITIES[task]}
+            train_modalities = tuple(modality for modality in used if modality in needed)
         if not data_args.train_labels:
             raise ValueError("--do_train needs --train_labels (label CSVs under ROOT/labels).")
         augmentation = None
@@ -91,7 +85,7 @@ def main():
         train_dataset = concatenate_lrs_datasets(
             [
                 load_lrs_dataset(
-                    data_args.data_root, labels, modalities=used, max_clip_frames=data_args.max_clip_frames,
+                    data_args.data_root, labels, modalities=train_modalities, max_clip_frames=data_args.max_clip_frames,
                     augmentation=augmentation, seed=training_args.seed,
                 )
                 for labels in data_args.train_labels

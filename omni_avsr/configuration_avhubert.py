@@ -34,6 +34,14 @@ class AVHubertVideoConfig(PreTrainedConfig):
             the (absent) audio half is zeros, then LayerNorm over both halves and a projection back to `hidden_size`;
             with `"add"` the video features are used as they are.
         initializer_range (`float`, defaults to 0.02): std of the normal initialiser of linear layers.
+        vocab_size (`int`, *optional*): output vocabulary of [`AVHubertForCTC`]'s head; the encoder does not use it.
+        pad_token_id (`int`, *optional*): the CTC blank of [`AVHubertForCTC`] (the tokenizer's pad token, as in
+            [`Wav2Vec2ForCTC`]).
+        eos_token_id (`int`, *optional*): dropped from CTC targets (the Omni-AVSR labels end with EOS).
+        final_dropout (`float`, defaults to 0.1): dropout before the CTC head.
+        ctc_loss_reduction (`str`, defaults to `"mean"`): reduction of the CTC loss (`"mean"` divides each clip's loss
+            by its target length).
+        ctc_zero_infinity (`bool`, defaults to `True`): zero the loss of clips too short for their transcript.
     """
 
     model_type = "avhubert_video"
@@ -57,6 +65,12 @@ class AVHubertVideoConfig(PreTrainedConfig):
     resnet_blocks_per_stage: int = 2
     modality_fuse: str = "concat"
     initializer_range: float = 0.02
+    vocab_size: int | None = None
+    pad_token_id: int | None = None
+    eos_token_id: int | None = None
+    final_dropout: float = 0.1
+    ctc_loss_reduction: str = "mean"
+    ctc_zero_infinity: bool = True
 
     def __post_init__(self, **kwargs):
         self.resnet_channels = list(self.resnet_channels)

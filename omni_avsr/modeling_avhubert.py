@@ -3,7 +3,7 @@
 import torch
 from torch import nn
 from transformers import PreTrainedModel
-from transformers.modeling_outputs import BaseModelOutput
+from transformers.modeling_outputs import BaseModelOutput, CausalLMOutput
 from transformers.models.wav2vec2.modeling_wav2vec2 import (
     Wav2Vec2EncoderStableLayerNorm,
     Wav2Vec2PositionalConvEmbedding,
@@ -152,4 +152,66 @@ class AVHubertVideoModel(AVHubertVideoPreTrainedModel):
         return self.encoder(features, attention_mask=video_mask, **kwargs)
 
 
-__all__ = ["AVHubertVideoModel", "AVHubertVideoPreTrainedModel"]
+class AVHubertForCTC(AVHubertVideoPreTrainedModel):
+    """The video encoder with a CTC head: a lip reader without an LLM.
+
+    Omni-AVSR starts from an AV-HuBERT already fine-tuned for lip reading; this gives a video encoder trained from
+    scratch (e.g. on Mini-LRS) that same starting point. `AVHubertVideoModel.from_pretrained` on a saved
+    `AVHubertForCTC` loads the encoder alone.
+    """
+
+    def __init__(self, config: AVHubertVideoConfig):
+        super().__init__(config)
+        if config.vocab_size is None or config.pad_token_id is None:
+            raise ValueError(
+                "AVHubertForCTC needs config.vocab_size (the tokenizer's size) and config.pad_token_id (the CTC "
+                f"blank); got vocab_size={config.vocab_size}, pad_token_id={config.pad_token_id}."
+            )
+        self.avhubert = AVHubertVideoModel(config)
+        self.dropout = nn.Dropout(config.final_dropout)
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size)
+        self.post_init()
+
+    def forward(
+        self,
+        pixel_values_videos: torch.Tensor,
+        video_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        **kwargs,
+    ) -> CausalLMOutput:
+        r"""
+        labels (`torch.LongTensor` of shape `(batch, target_length)`, *optional*): transcript ids; -100, the blank and
+            `config.eos_token_id` are left out of the CTC targets, so Omni-AVSR's labels can be used as they are.
+        """
+        outputs = self.avhubert(pixel_values_videos, video_mask=video_mask, **kwargs)
+        logits = self.lm_head(self.dropout(outputs.last_hidden_state))
+        loss = None
+        if labels is not None:
+            if self.config.eos_token_id is not None:
+                labels = labels.masked_fill(labels == self.config.eos_token_id, -100)
+            if video_mask is None:
+                frame_counts = torch.full((logits.shape[0],), logits.shape[1], device=logits.device)
+            else:
+                frame_counts = video_mask.sum(-1)
+            loss = self.loss_function(
+                logits=logits,
+                labels=labels,
+                logit_lengths=frame_counts.long(),
+                blank_token_id=self.config.pad_token_id,
+                reduction=self.config.ctc_loss_reduction,
+                zero_infinity=self.config.ctc_zero_infinity,
+            )
+        return CausalLMOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions)
+
+    def greedy_decode(self, logits: torch.Tensor, video_mask: torch.Tensor | None = None) -> list[list[int]]:
+        """Best-path CTC decoding: the argmax token per frame, repeats merged, blanks removed."""
+        best = logits.argmax(-1)
+        frame_counts = video_mask.sum(-1).tolist() if video_mask is not None else [best.shape[1]] * best.shape[0]
+        token_ids = []
+        for path, count in zip(best.tolist(), frame_counts):
+            merged = [token for index, token in enumerate(path[:count]) if index == 0 or token != path[index - 1]]
+            token_ids.append([token for token in merged if token != self.config.pad_token_id])
+        return token_ids
+
+
+__all__ = ["AVHubertForCTC", "AVHubertVideoModel", "AVHubertVideoPreTrainedModel"]

@@ -1,7 +1,5 @@
 """Processor for Omni-AVSR: Whisper log-mel features, lip-video preprocessing and the LM tokenizer in one object."""
 
-import warnings
-
 import numpy as np
 import torch
 from transformers import BatchFeature, ProcessorMixin

@@ -5,7 +5,6 @@ every test here skips when they are absent.
 """
 
 import json
-from pathlib import Path
 
 import pytest
 import torch

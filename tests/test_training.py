@@ -1,4 +1,4 @@
-"""run_speech_recognition.py end to end on a tiny Mini-LRS corpus: training, resume, WER tables, DDP."""
+"""The training scripts end to end on a tiny Mini-LRS corpus: training, resume, WER tables, DDP, the lip reader."""
 
 import json
 import os
@@ -62,10 +62,10 @@ def _recipe(tmp_path: Path, corpus: Path, **overrides) -> Path:
     return path
 
 
-def _run(*args, timeout=900, launcher=(sys.executable,)):
+def _run(*args, timeout=900, launcher=(sys.executable,), script="run_speech_recognition.py"):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
     completed = subprocess.run(
-        [*launcher, str(REPO / "run_speech_recognition.py"), *map(str, args)],
+        [*launcher, str(REPO / script), *map(str, args)],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout,
     )
     assert completed.returncode == 0, completed.stderr[-4000:]
@@ -140,3 +140,42 @@ def test_two_process_ddp_ends_with_identical_weights(mini_corpus, tmp_path):
     assert set(fingerprints) == {"0", "1"} and fingerprints["0"] == fingerprints["1"], completed.stderr[-3000:]
     state = json.loads((tmp_path / "run" / "trainer_state.json").read_text())
     assert state["global_step"] == 3
+
+
+def test_lip_reader_trains_and_becomes_the_video_encoder(mini_corpus, tmp_path):
+    """run_lip_reading_ctc.py lowers the CTC loss, writes its test WER, and run_speech_recognition.py takes the folder
+    as --video_encoder (the demo's two stages)."""
+    lip_reader_dir = tmp_path / "lip_reader"
+    lip_reader_recipe = tmp_path / "lip_reader.json"
+    lip_reader_recipe.write_text(
+        json.dumps(
+            {
+                "video_encoder": str(_recipe(tmp_path, mini_corpus).parent / "components" / "video_encoder.json"),
+                "tokenizer_vocab_size": 64, "data_root": str(mini_corpus), "train_labels": ["mini_lrs_train.csv"],
+                "test_labels": "mini_lrs_test.csv", "max_frames_per_batch": 300, "learning_rate": 3e-3,
+                "logging_steps": 1, "report_to": "none", "max_steps": 12, "seed": 0, "do_train": True,
+                "do_predict": True, "output_dir": str(lip_reader_dir),
+            }
+        )
+    )
+    completed = _run(lip_reader_recipe, script="run_lip_reading_ctc.py")
+    losses = _losses(lip_reader_dir)
+    first, last = [losses[step] for step in (1, 2)], [losses[step] for step in range(9, 13)]
+    assert sum(last) / len(last) < 0.85 * sum(first) / len(first), losses
+    results = json.loads((lip_reader_dir / "lip_reading_results.json").read_text())
+    assert results["num_words"] > 0 and results["wer"] >= 0 and len(results["examples"]) == 5
+    assert "CTC lip reading, greedy: WER" in completed.stdout
+
+    _run(_recipe(tmp_path, mini_corpus, video_encoder=str(lip_reader_dir), max_steps=1))
+    assert (tmp_path / "run" / "model.safetensors").exists()
+
+
+def test_train_tasks_trains_only_the_named_tasks(mini_corpus, tmp_path):
+    """--train_tasks asr (the demo's warm-up of a from-scratch LM) logs and trains the ASR loss alone, and the saved
+    model keeps every task so that the next run can train them all."""
+    _run(_recipe(tmp_path, mini_corpus, max_steps=2, train_tasks=["asr"]))
+    state = json.loads((tmp_path / "run" / "trainer_state.json").read_text())
+    logged = [entry for entry in state["log_history"] if "loss" in entry]
+    assert all("asr_loss" in entry and "vsr_loss" not in entry and "avsr_loss" not in entry for entry in logged)
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["tasks"] == ["asr", "vsr", "avsr"]

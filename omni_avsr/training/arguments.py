@@ -1,8 +1,12 @@
-"""Command-line arguments of `run_speech_recognition.py` (parsed by `HfArgumentParser`, also from a JSON file)."""
+"""Command-line arguments of the training scripts (parsed by `HfArgumentParser`, also from a JSON recipe)."""
 
+import json
+import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 
-from transformers import TrainingArguments
+import torch
+from transformers import HfArgumentParser, TrainingArguments
 
 
 @dataclass
@@ -36,7 +40,9 @@ class ModelArguments:
         "AVHubertVideoConfig .json (random init); omit for a model without video."},
     )
     lora_variant: str = field(default="ST", metadata={"help": "Omni-LoRA variant: S (shared), T (per task), ST (both)."})
-    tasks: list[str] | None = field(default=None, metadata={"help": "Tasks to train (default: all the encoders allow)."})
+    tasks: list[str] | None = field(
+        default=None, metadata={"help": "Tasks of a newly assembled model (default: all its encoders allow)."}
+    )
     audio_rates: list[int] = field(default_factory=lambda: [4, 16], metadata={"help": "Audio compression rates."})
     video_rates: list[int] = field(default_factory=lambda: [2, 5], metadata={"help": "Video compression rates."})
     task_weights: list[float] = field(default_factory=lambda: [1.0, 1.5, 1.0], metadata={"help": "λ of asr, vsr, avsr."})
@@ -112,3 +118,38 @@ class OmniAVSRTrainingArguments(TrainingArguments):
     prediction_loss_only: bool = field(default=True)
     report_to: str | list[str] = field(default="tensorboard")
     logging_steps: float = field(default=10)
+    train_tasks: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "Tasks whose losses this run trains (default: all the model's). E.g. `asr` alone first teaches an "
+            "LM trained from scratch to read media tokens (a pretrained LLM needs no such warm-up)."
+        },
+    )
+
+
+@dataclass
+class LipReaderArguments:
+    """The CTC lip reader `run_lip_reading_ctc.py` trains: a video encoder and the BPE vocabulary of its head."""
+
+    video_encoder: str = field(
+        default=None, metadata={"help": "AVHubertVideoConfig .json (random init) or AVHubertVideoModel folder."}
+    )
+    tokenizer_vocab_size: int = field(default=256, metadata={"help": "Size of the BPE fitted to the training texts."})
+
+
+def parse_recipe_and_flags(dataclass_types: tuple, argv: list[str] | None = None) -> tuple:
+    """Parse flags, or a JSON recipe followed by flags that override its values (`script.py recipe.json --seed 1`)."""
+    parser = HfArgumentParser(dataclass_types)
+    if not torch.cuda.is_available():
+        # Without a GPU, say so: processes launched by torchrun would each train alone, and bf16 would be refused.
+        parser.set_defaults(use_cpu=True)
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0].endswith(".json"):
+        recipe = json.loads(Path(argv[0]).read_text())
+        known = {action.dest for action in parser._actions}
+        unknown = sorted(set(recipe) - known)
+        if unknown:
+            raise ValueError(f"{argv[0]}: unknown arguments {unknown}; see the script's --help.")
+        parser.set_defaults(**recipe)
+        argv = argv[1:]
+    return parser.parse_args_into_dataclasses(args=argv)

@@ -35,7 +35,7 @@ class AugmentationEpochBatchSampler(FrameBudgetBatchSampler):
 class OmniAVSRTrainer(Trainer):
     """A `Trainer` whose training batches hold at most `max_frames_per_batch` video frames (the reference's
     length-bucketed batching; `per_device_train_batch_size` is not used for training) and whose logs carry the
-    per-task losses next to the weighted total.
+    per-task losses next to the weighted total. `args.train_tasks` restricts the tasks trained (all by default).
 
     The multi-task loss needs nothing special from the training step: the model runs all tasks in one LM call with
     adapters routed per row, so one backward gives every adapter its gradient (also under activation checkpointing).
@@ -77,6 +77,9 @@ class OmniAVSRTrainer(Trainer):
         return dataloader
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        train_tasks = getattr(self.args, "train_tasks", None)
+        if model.training and train_tasks:
+            inputs = {**inputs, "tasks": train_tasks}
         outputs = model(**inputs)
         if model.training:
             for task in TASKS:

@@ -1,0 +1,144 @@
+#!/usr/bin/env python
+"""Train an AV-HuBERT video encoder as a CTC lip reader, the starting point Omni-AVSR expects for its video path.
+
+The paper's video encoder is AV-HuBERT already fine-tuned for lip reading on LRS3; a from-scratch encoder (the demo's,
+on Mini-LRS) gets the same head start here before `run_speech_recognition.py` joins it to the LLM:
+
+    python run_lip_reading_ctc.py recipes/demo/lip_reader.json
+    python run_speech_recognition.py recipes/demo_omni_avsr_st.json   # --video_encoder points at the output folder
+
+With --do_train the encoder and a linear CTC head over a BPE vocabulary fitted to the training texts are trained with
+the `Trainer` (frame-budget batches, augmentation, resumable checkpoints); the folder written holds an
+`AVHubertForCTC` that `AVHubertVideoModel.from_pretrained` reads as an encoder. With --do_predict the test split is
+decoded greedily and its WER written to lip_reading_results.json.
+"""
+
+import json
+import logging
+import os
+from pathlib import Path
+
+import torch
+import transformers
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+from transformers import WhisperFeatureExtractor, set_seed
+from transformers.trainer_utils import get_last_checkpoint
+
+from omni_avsr.configuration_avhubert import AVHubertVideoConfig
+from omni_avsr.data.augment import AudioVisualAugmentation
+from omni_avsr.data.collator import OmniAVSRDataCollator
+from omni_avsr.data.lrs import concatenate_lrs_datasets, load_lrs_dataset
+from omni_avsr.modeling_avhubert import AVHubertForCTC
+from omni_avsr.processing_omni_avsr import OmniAVSRProcessor
+from omni_avsr.training.arguments import (
+    DataArguments,
+    LipReaderArguments,
+    OmniAVSRTrainingArguments,
+    parse_recipe_and_flags,
+)
+from omni_avsr.training.evaluation import word_error_rate
+from omni_avsr.training.tokenizer import train_bpe_tokenizer
+from omni_avsr.training.trainer import OmniAVSRTrainer
+
+
+logger = logging.getLogger(__name__)
+
+
+def build_lip_reader(model_args: LipReaderArguments, training_texts: list[str] | None, resume_folder: str | None):
+    """A CTC lip reader and its processor: reloaded from `resume_folder` (a checkpoint keeps the BPE its head was
+    trained with), or a new head over a BPE fitted to `training_texts`."""
+    if resume_folder is not None and (Path(resume_folder) / "tokenizer.json").exists():
+        return AVHubertForCTC.from_pretrained(resume_folder), OmniAVSRProcessor.from_pretrained(resume_folder)
+    if model_args.video_encoder is None:
+        raise ValueError("--video_encoder is required: an AVHubertVideoConfig .json or an AVHubertVideoModel folder.")
+    if not training_texts:
+        raise ValueError("A new lip reader needs --do_train with --train_labels: its BPE is fitted to their texts.")
+    tokenizer = OmniAVSRProcessor.prepare_tokenizer(train_bpe_tokenizer(training_texts, model_args.tokenizer_vocab_size))
+    head = {"vocab_size": len(tokenizer), "pad_token_id": tokenizer.pad_token_id, "eos_token_id": tokenizer.eos_token_id}
+    if model_args.video_encoder.endswith(".json"):
+        config = AVHubertVideoConfig.from_dict({**json.loads(Path(model_args.video_encoder).read_text()), **head})
+        model = AVHubertForCTC(config)
+    else:
+        model = AVHubertForCTC.from_pretrained(model_args.video_encoder, **head)
+    return model, OmniAVSRProcessor(feature_extractor=WhisperFeatureExtractor(), tokenizer=tokenizer)
+
+
+@torch.no_grad()
+def lip_reading_wer(model: AVHubertForCTC, processor: OmniAVSRProcessor, dataset, batch_size: int) -> dict:
+    """Greedy CTC decoding of `dataset`; its WER and a few transcripts."""
+    model.eval()
+    loader = DataLoader(dataset, batch_size=batch_size, collate_fn=OmniAVSRDataCollator(processor))
+    hypotheses = []
+    for batch in tqdm(loader, desc="lip reading"):
+        logits = model(batch["pixel_values_videos"], video_mask=batch["video_mask"]).logits
+        hypotheses += processor.tokenizer.batch_decode(model.greedy_decode(logits, batch["video_mask"]))
+    references = dataset.with_format(None)["text"]
+    wer, num_words = word_error_rate(references, hypotheses)
+    examples = [{"reference": ref, "hypothesis": hyp} for ref, hyp in zip(references[:5], hypotheses[:5])]
+    return {"wer": wer, "num_words": num_words, "examples": examples}
+
+
+def main():
+    model_args, data_args, training_args = parse_recipe_and_flags(
+        (LipReaderArguments, DataArguments, OmniAVSRTrainingArguments)
+    )
+    logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO)
+    transformers.utils.logging.set_verbosity(training_args.get_process_log_level())
+    if data_args.data_root is None:
+        raise ValueError("--data_root is required: the corpus root that holds labels/ and the media folders.")
+    set_seed(training_args.seed)
+
+    train_dataset = None
+    if training_args.do_train:
+        if not data_args.train_labels:
+            raise ValueError("--do_train needs --train_labels (label CSVs under ROOT/labels).")
+        augmentation = AudioVisualAugmentation() if data_args.augment else None
+        train_dataset = concatenate_lrs_datasets(
+            [
+                load_lrs_dataset(
+                    data_args.data_root, labels, modalities=("video",), max_clip_frames=data_args.max_clip_frames,
+                    augmentation=augmentation, seed=training_args.seed,
+                )
+                for labels in data_args.train_labels
+            ]
+        )
+    checkpoint = training_args.resume_from_checkpoint
+    if checkpoint is None and training_args.do_train and os.path.isdir(training_args.output_dir):
+        checkpoint = get_last_checkpoint(training_args.output_dir)
+    training_texts = train_dataset.with_format(None)["text"] if train_dataset is not None else None
+    model, processor = build_lip_reader(
+        model_args, training_texts, checkpoint if training_args.do_train else training_args.output_dir
+    )
+
+    trainer = OmniAVSRTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=train_dataset,
+        data_collator=OmniAVSRDataCollator(processor),
+        processing_class=processor,
+        max_frames_per_batch=data_args.max_frames_per_batch,
+        max_clips_per_batch=data_args.max_clips_per_batch,
+    )
+    if training_args.do_train:
+        result = trainer.train(resume_from_checkpoint=checkpoint)
+        trainer.save_model()
+        if trainer.is_world_process_zero():
+            processor.save_pretrained(training_args.output_dir)
+        trainer.log_metrics("train", result.metrics)
+        trainer.save_metrics("train", result.metrics)
+        trainer.save_state()
+
+    if training_args.do_predict and trainer.is_world_process_zero():
+        if data_args.test_labels is None:
+            raise ValueError("--do_predict needs --test_labels.")
+        test_dataset = load_lrs_dataset(data_args.data_root, data_args.test_labels, modalities=("video",))
+        if data_args.max_test_samples is not None:
+            test_dataset = test_dataset.select(range(min(data_args.max_test_samples, len(test_dataset))))
+        results = lip_reading_wer(trainer.model, processor, test_dataset, data_args.decode_batch_size)
+        Path(training_args.output_dir, "lip_reading_results.json").write_text(json.dumps(results, indent=2))
+        print(f"CTC lip reading, greedy: WER {results['wer']:.1f} % on {results['num_words']} words")
+
+
+if __name__ == "__main__":
+    main()
