@@ -19,16 +19,13 @@ import os
 from pathlib import Path
 
 import torch
-import transformers
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
-from transformers import WhisperFeatureExtractor, set_seed
+from transformers import WhisperFeatureExtractor
 from transformers.trainer_utils import get_last_checkpoint
 
 from omni_avsr.configuration_avhubert import AVHubertVideoConfig
-from omni_avsr.data.augment import AudioVisualAugmentation
 from omni_avsr.data.collator import OmniAVSRDataCollator
-from omni_avsr.data.lrs import concatenate_lrs_datasets, load_lrs_dataset
 from omni_avsr.modeling_avhubert import AVHubertForCTC
 from omni_avsr.processing_omni_avsr import OmniAVSRProcessor
 from omni_avsr.training.arguments import (
@@ -37,6 +34,7 @@ from omni_avsr.training.arguments import (
     OmniAVSRTrainingArguments,
     parse_recipe_and_flags,
 )
+from omni_avsr.training.datasets import load_test_dataset, load_train_dataset, start_run
 from omni_avsr.training.evaluation import word_error_rate
 from omni_avsr.training.tokenizer import train_bpe_tokenizer
 from omni_avsr.training.trainer import OmniAVSRTrainer
@@ -83,26 +81,11 @@ def main():
     model_args, data_args, training_args = parse_recipe_and_flags(
         (LipReaderArguments, DataArguments, OmniAVSRTrainingArguments)
     )
-    logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO)
-    transformers.utils.logging.set_verbosity(training_args.get_process_log_level())
-    if data_args.data_root is None:
-        raise ValueError("--data_root is required: the corpus root that holds labels/ and the media folders.")
-    set_seed(training_args.seed)
+    start_run(data_args, training_args)
 
     train_dataset = None
     if training_args.do_train:
-        if not data_args.train_labels:
-            raise ValueError("--do_train needs --train_labels (label CSVs under ROOT/labels).")
-        augmentation = AudioVisualAugmentation() if data_args.augment else None
-        train_dataset = concatenate_lrs_datasets(
-            [
-                load_lrs_dataset(
-                    data_args.data_root, labels, modalities=("video",), max_clip_frames=data_args.max_clip_frames,
-                    augmentation=augmentation, seed=training_args.seed,
-                )
-                for labels in data_args.train_labels
-            ]
-        )
+        train_dataset = load_train_dataset(data_args, ("video",), training_args.seed)
     checkpoint = training_args.resume_from_checkpoint
     if checkpoint is None and training_args.do_train and os.path.isdir(training_args.output_dir):
         checkpoint = get_last_checkpoint(training_args.output_dir)
@@ -122,19 +105,10 @@ def main():
     )
     if training_args.do_train:
         result = trainer.train(resume_from_checkpoint=checkpoint)
-        trainer.save_model()
-        if trainer.is_world_process_zero():
-            processor.save_pretrained(training_args.output_dir)
-        trainer.log_metrics("train", result.metrics)
-        trainer.save_metrics("train", result.metrics)
-        trainer.save_state()
+        trainer.save_final_model(result)
 
     if training_args.do_predict and trainer.is_world_process_zero():
-        if data_args.test_labels is None:
-            raise ValueError("--do_predict needs --test_labels.")
-        test_dataset = load_lrs_dataset(data_args.data_root, data_args.test_labels, modalities=("video",))
-        if data_args.max_test_samples is not None:
-            test_dataset = test_dataset.select(range(min(data_args.max_test_samples, len(test_dataset))))
+        test_dataset = load_test_dataset(data_args, ("video",))
         results = lip_reading_wer(trainer.model, processor, test_dataset, data_args.decode_batch_size)
         Path(training_args.output_dir, "lip_reading_results.json").write_text(json.dumps(results, indent=2))
         print(f"CTC lip reading, greedy: WER {results['wer']:.1f} % on {results['num_words']} words")

@@ -24,14 +24,11 @@ import logging
 import os
 from pathlib import Path
 
-import transformers
-from transformers import set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
-from omni_avsr.data.augment import AudioVisualAugmentation
 from omni_avsr.data.collator import OmniAVSRDataCollator
 from omni_avsr.configuration_omni_avsr import TASK_MODALITIES, OmniAVSRConfig
-from omni_avsr.data.lrs import concatenate_lrs_datasets, load_lrs_dataset
+from omni_avsr.data.lrs import load_lrs_dataset
 from omni_avsr.media import load_audio
 from omni_avsr.training.arguments import (
     DataArguments,
@@ -40,6 +37,7 @@ from omni_avsr.training.arguments import (
     parse_recipe_and_flags,
 )
 from omni_avsr.training.assembly import build_model_and_processor
+from omni_avsr.training.datasets import load_test_dataset, load_train_dataset, start_run
 from omni_avsr.training.evaluation import evaluate_wer, evaluation_cells, write_report
 from omni_avsr.training.trainer import OmniAVSRTrainer
 
@@ -60,11 +58,7 @@ def main():
     model_args, data_args, training_args = parse_recipe_and_flags(
         (ModelArguments, DataArguments, OmniAVSRTrainingArguments)
     )
-    logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO)
-    transformers.utils.logging.set_verbosity(training_args.get_process_log_level())
-    if data_args.data_root is None:
-        raise ValueError("--data_root is required: the corpus root that holds labels/ and the media folders.")
-    set_seed(training_args.seed)
+    start_run(data_args, training_args)
     used = model_modalities(model_args)
 
     train_dataset = None
@@ -77,20 +71,7 @@ def main():
             # Decode only what the trained tasks read (an ASR warm-up needs no video).
             needed = {modality for task in training_args.train_tasks for modality in TASK_MODALITIES[task]}
             train_modalities = tuple(modality for modality in used if modality in needed)
-        if not data_args.train_labels:
-            raise ValueError("--do_train needs --train_labels (label CSVs under ROOT/labels).")
-        augmentation = None
-        if data_args.augment:
-            augmentation = AudioVisualAugmentation(noise_path=data_args.noise_path, snr_levels=data_args.snr_levels())
-        train_dataset = concatenate_lrs_datasets(
-            [
-                load_lrs_dataset(
-                    data_args.data_root, labels, modalities=train_modalities, max_clip_frames=data_args.max_clip_frames,
-                    augmentation=augmentation, seed=training_args.seed,
-                )
-                for labels in data_args.train_labels
-            ]
-        )
+        train_dataset = load_train_dataset(data_args, train_modalities, training_args.seed)
 
     training_texts = train_dataset.with_format(None)["text"] if train_dataset is not None else None
     model, processor = build_model_and_processor(model_args, training_texts)
@@ -126,12 +107,7 @@ def main():
         if training_args.world_size > 1:
             fingerprint = trainer.check_replicas_in_sync()
             logger.warning("Rank %d: DDP replicas identical, weight fingerprint %s", training_args.process_index, fingerprint)
-        trainer.save_model()
-        if trainer.is_world_process_zero():
-            processor.save_pretrained(training_args.output_dir)
-        trainer.log_metrics("train", result.metrics)
-        trainer.save_metrics("train", result.metrics)
-        trainer.save_state()
+        trainer.save_final_model(result)
 
     if training_args.do_eval and eval_dataset is not None:
         metrics = trainer.evaluate()
@@ -144,11 +120,7 @@ def main():
 
 def predict(model, processor, data_args: DataArguments, training_args, used_modalities):
     """Decode the test set for every task × rate (× SNR) and write the WER tables and plot."""
-    if data_args.test_labels is None:
-        raise ValueError("--do_predict needs --test_labels.")
-    test_dataset = load_lrs_dataset(data_args.data_root, data_args.test_labels, modalities=used_modalities)
-    if data_args.max_test_samples is not None:
-        test_dataset = test_dataset.select(range(min(data_args.max_test_samples, len(test_dataset))))
+    test_dataset = load_test_dataset(data_args, used_modalities)
     noise = load_audio(data_args.noise_path) if data_args.noise_path is not None else None
     cells = evaluation_cells(model.config, [None, *data_args.eval_snrs], data_args.eval_tasks)
     rows = evaluate_wer(

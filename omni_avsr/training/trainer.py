@@ -97,6 +97,14 @@ class OmniAVSRTrainer(Trainer):
             self._task_loss_counts.clear()
         super().log(logs, start_time)
 
+    def save_final_model(self, train_output) -> None:
+        """The trained model with its processor (`save_model` writes both, so the folder loads on its own), the
+        training metrics and the trainer state into `output_dir`."""
+        self.save_model()
+        self.log_metrics("train", train_output.metrics)
+        self.save_metrics("train", train_output.metrics)
+        self.save_state()
+
     def check_replicas_in_sync(self) -> str:
         """Fingerprint of all parameters, compared across processes: DDP replicas must end identical.
 
