@@ -34,6 +34,11 @@ def load_language_model(name_or_path: str | Path, dtype=None):
             raise FileNotFoundError(f"GGUF file not found: {path}")
         tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
         model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=dtype)
+        # The weights are dequantised now: a config still naming the GGUF quantisation would make every checkpoint
+        # saved from this model reload as "quantised" (which `Trainer` then refuses to fine-tune).
+        if getattr(model.config, "quantization_config", None) is not None:
+            del model.config.quantization_config
+        model.hf_quantizer = None
     else:
         tokenizer = AutoTokenizer.from_pretrained(name_or_path)
         model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=dtype)

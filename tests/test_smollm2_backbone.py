@@ -20,7 +20,7 @@ def smollm2():
     return load_language_model(path)
 
 
-def test_smollm2_backbone_trains_and_generates(smollm2):
+def test_smollm2_backbone_trains_and_generates(smollm2, tmp_path):
     language_model, tokenizer = smollm2
     processor = OmniAVSRProcessor(feature_extractor=WhisperFeatureExtractor(feature_size=80), tokenizer=tokenizer)
     encoders = tiny_config(tiny_processor())
@@ -53,3 +53,10 @@ def test_smollm2_backbone_trains_and_generates(smollm2):
     tokens = model.generate(**{k: v for k, v in batch.items() if k != "labels"}, task="avsr", max_new_tokens=5)
     assert tokens.shape[0] == 2 and 1 <= tokens.shape[1] <= 5
     assert all(isinstance(text, str) for text in processor.batch_decode(tokens))
+
+    # The GGUF was dequantised on load: a saved model is plain float weights and reloads as a trainable model.
+    model.save_pretrained(tmp_path)
+    reloaded = OmniAVSRForConditionalGeneration.from_pretrained(tmp_path)
+    assert getattr(reloaded.config.text_config, "quantization_config", None) is None
+    assert getattr(reloaded, "hf_quantizer", None) is None
+    assert getattr(reloaded.language_model, "hf_quantizer", None) is None
