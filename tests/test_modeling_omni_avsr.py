@@ -67,6 +67,25 @@ def test_task_losses_match_separate_single_task_calls(processor, batch):
         torch.testing.assert_close(getattr(alone, f"{task}_loss"), getattr(joint, f"{task}_loss"), rtol=1e-5, atol=1e-6)
 
 
+def test_one_call_gradients_equal_the_sum_of_single_task_steps(processor, batch):
+    """Routing adapters per row in one LM call (with in-place LoRA deltas) gives every parameter, the unfrozen LM
+    included, the gradient of the weighted sum of three single-task steps."""
+    model = tiny_model(processor, lora_variant="ST", freeze_language_model=False)
+    randomize_lora(model)
+    model.eval()  # no dropout: both ways must see the same network
+
+    def gradients(task_groups):
+        model.zero_grad()
+        sum(model(**batch, audio_rate=4, video_rate=2, tasks=tasks).loss for tasks in task_groups).backward()
+        return {name: param.grad.clone() for name, param in model.named_parameters() if param.grad is not None}
+
+    joint = gradients([["asr", "vsr", "avsr"]])
+    separate = gradients([["asr"], ["vsr"], ["avsr"]])
+    assert joint.keys() == separate.keys() and any("language_model" in name for name in joint)
+    for name, grad in separate.items():
+        torch.testing.assert_close(joint[name], grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
 def test_gradients_are_correct_under_activation_checkpointing(processor, batch):
     reference = tiny_model(processor, lora_variant="ST")
     randomize_lora(reference)

@@ -8,6 +8,8 @@ from pathlib import Path
 import torch
 from transformers import HfArgumentParser, TrainingArguments
 
+from ..configuration_omni_avsr import TASK_MODALITIES
+
 
 @dataclass
 class ModelArguments:
@@ -122,9 +124,15 @@ class OmniAVSRTrainingArguments(TrainingArguments):
         default=None,
         metadata={
             "help": "Tasks whose losses this run trains (default: all the model's). E.g. `asr` alone first teaches an "
-            "LM trained from scratch to read media tokens (a pretrained LLM needs no such warm-up)."
+            "LM trained from scratch to read media tokens (the demo's warm-up)."
         },
     )
+
+    def __post_init__(self):
+        super().__post_init__()
+        unknown = sorted(set(self.train_tasks or ()) - set(TASK_MODALITIES))
+        if unknown:
+            raise ValueError(f"--train_tasks: unknown tasks {unknown}; expected some of {list(TASK_MODALITIES)}.")
 
 
 @dataclass
