@@ -3,7 +3,9 @@
 
 Examples:
 
-    # Train the demo recipe (Mini-LRS, tiny from-scratch components) and write the WER tables:
+    # The demo's last two steps (`make demo` runs them after building the corpus and the encoders): an ASR warm-up
+    # of a from-scratch LM, then all tasks, and the WER tables:
+    python run_speech_recognition.py recipes/demo/asr_warmup.json
     python run_speech_recognition.py recipes/demo_omni_avsr_st.json
 
     # Evaluate an Omni-AVSR folder on LRS3's test set, clean and in babble noise, beam 15:
@@ -11,10 +13,10 @@ Examples:
         --do_predict --eval_snrs 5 0 -5 --noise_path babble.wav --output_dir results
 
     # Two processes (gloo on CPU, NCCL on GPUs); also works with `accelerate launch`:
-    torchrun --nproc_per_node 2 run_speech_recognition.py recipes/demo_omni_avsr_st.json
+    torchrun --nproc_per_node 2 run_speech_recognition.py recipes/demo_omni_avsr_st.json --output_dir runs/ddp
 
 With --do_train the model is trained with efficient matryoshka (one sampled audio and video rate per step, all
-tasks) on length-bucketed batches; --do_eval reports the validation loss of every task at the finest rates;
+tasks or --train_tasks) on length-bucketed batches; --do_eval reports the validation loss of every task at the finest rates;
 --do_predict decodes the test set for every task × rate (× SNR) and writes results.json, results.md and
 wer_vs_tokens.png into --output_dir.
 """
