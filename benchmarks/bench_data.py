@@ -1,8 +1,9 @@
 """Data-loading throughput: clips per second from files on disk to dataset rows, per DataLoader worker count.
 
 Each stage is a way of building the dataset and its collate function; a stage runs through a DataLoader with the
-frame-budget batch sampler for each worker count. Stages: `media` (decode audio + grayscale frames) and `augment`
-(decode, then the reference's training augmentation). Without `--data-root`, 96×96 25 fps clips of ~3 s are
+frame-budget batch sampler for each worker count. Stages: `media` (decode audio + grayscale frames), `augment`
+(decode, then the reference's training augmentation) and `collate` (decode, augment, then the processor through
+the training collator: everything a training step waits for). Without `--data-root`, 96×96 25 fps clips of ~3 s are
 generated in a temporary folder in the LRS layout.
 
     python benchmarks/bench_data.py                       # generated clips
@@ -17,17 +18,22 @@ import os
 import statistics
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import av
 import numpy as np
 import soundfile
 import torch
+from transformers import WhisperFeatureExtractor
 
 from omni_avsr.data.augment import AudioVisualAugmentation
+from omni_avsr.data.collator import OmniAVSRDataCollator
 from omni_avsr.data.lrs import load_lrs_dataset
 from omni_avsr.data.sampler import FrameBudgetBatchSampler
 from omni_avsr.media import SAMPLING_RATE, VIDEO_FPS
+from omni_avsr.processing_omni_avsr import OmniAVSRProcessor
+from omni_avsr.training.tokenizer import train_bpe_tokenizer
 
 
 def generate_corpus(root: Path, num_clips: int, seconds: float, size: int) -> Path:
@@ -76,7 +82,19 @@ def augment_stage(args):
     return load_lrs_dataset(args.data_root, args.label_csv, augmentation=augmentation, seed=0), keep_rows
 
 
-STAGES = {"media": media_stage, "augment": augment_stage}
+def collate_stage(args):
+    """Decode, augment, then the processor (log-mel, lip crops, labels) through the training collator."""
+    dataset = load_lrs_dataset(args.data_root, args.label_csv, augmentation=AudioVisualAugmentation(args.noise_path), seed=0)
+    tokenizer = OmniAVSRProcessor.prepare_tokenizer(train_bpe_tokenizer(dataset.with_format(None)["text"], 256))
+    return dataset, OmniAVSRDataCollator(OmniAVSRProcessor(feature_extractor=WhisperFeatureExtractor(), tokenizer=tokenizer))
+
+
+def batch_size(batch) -> int:
+    """Clips in a batch: a list of rows, or a collated `BatchFeature` (a mapping of batched tensors)."""
+    return len(batch["labels"]) if isinstance(batch, Mapping) else len(batch)
+
+
+STAGES = {"media": media_stage, "augment": augment_stage, "collate": collate_stage}
 
 
 def measure(dataset, collate_fn, num_workers: int, max_frames: int, passes: int) -> dict:
@@ -92,7 +110,7 @@ def measure(dataset, collate_fn, num_workers: int, max_frames: int, passes: int)
     pass_seconds = []
     for _ in range(passes + 1):
         start = time.perf_counter()
-        num_clips = sum(len(batch) for batch in loader)
+        num_clips = sum(batch_size(batch) for batch in loader)
         pass_seconds.append(time.perf_counter() - start)
     seconds = statistics.median(pass_seconds[1:])
     return {
@@ -111,7 +129,7 @@ def main():
     parser.add_argument("--clip-seconds", type=float, default=3.0)
     parser.add_argument("--frame-size", type=int, default=96)
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--stages", nargs="+", choices=sorted(STAGES), default=["media", "augment"])
+    parser.add_argument("--stages", nargs="+", choices=sorted(STAGES), default=["media", "augment", "collate"])
     parser.add_argument("--max-frames", type=int, default=1500, help="frame budget per batch")
     parser.add_argument("--passes", type=int, default=3, help="timed passes after one warm-up pass")
     args = parser.parse_args()
