@@ -5,9 +5,13 @@ from torch import nn
 from transformers import PreTrainedModel
 from transformers.modeling_outputs import BaseModelOutput, CausalLMOutput
 from transformers.models.wav2vec2.modeling_wav2vec2 import (
+    Wav2Vec2Attention,
+    Wav2Vec2EncoderLayerStableLayerNorm,
     Wav2Vec2EncoderStableLayerNorm,
     Wav2Vec2PositionalConvEmbedding,
 )
+from transformers.utils.generic import can_return_tuple, merge_with_config_defaults
+from transformers.utils.output_capturing import OutputRecorder, capture_outputs
 
 from .configuration_avhubert import AVHubertVideoConfig
 
@@ -87,6 +91,19 @@ class AVHubertVideoPreTrainedModel(PreTrainedModel):
     _no_split_modules = ["Wav2Vec2EncoderLayerStableLayerNorm"]
     _supports_sdpa = True
     _supports_flash_attn = True
+    _supports_flex_attn = True
+    _supports_attention_backend = True
+    _can_record_outputs = {
+        "hidden_states": Wav2Vec2EncoderLayerStableLayerNorm,
+        "attentions": OutputRecorder(Wav2Vec2Attention, index=1, layer_name="encoder"),
+    }
+
+    @classmethod
+    def is_custom_code(cls) -> bool:
+        """Written to transformers' own conventions (guarded `nn.init` calls, parameter tying only), so loading treats
+        it as a library model: weights missing from a checkpoint get the init of the sub-model that owns them (the
+        remote-code fallback skips modules without parameters of their own, e.g. Whisper's sinusoidal positions)."""
+        return False
 
     @torch.no_grad()
     def _init_weights(self, module):
@@ -127,12 +144,18 @@ class AVHubertVideoModel(AVHubertVideoPreTrainedModel):
         self.encoder = Wav2Vec2EncoderStableLayerNorm(config)
         self.post_init()
 
+    @merge_with_config_defaults
+    @capture_outputs(tie_last_hidden_states=False)
     def forward(
         self,
         pixel_values_videos: torch.Tensor,
         video_mask: torch.Tensor | None = None,
         **kwargs,
     ) -> BaseModelOutput:
+        r"""
+        `output_hidden_states=True` gives the input of each transformer layer (wav2vec2's convention);
+        `output_attentions=True` their attention weights (eager attention: `attn_implementation="eager"`).
+        """
         if pixel_values_videos.ndim != 5 or pixel_values_videos.shape[2] != 1:
             raise ValueError(
                 "AVHubertVideoModel expects pixel_values_videos of shape (batch, frames, 1, height, width) "
@@ -172,6 +195,7 @@ class AVHubertForCTC(AVHubertVideoPreTrainedModel):
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size)
         self.post_init()
 
+    @can_return_tuple
     def forward(
         self,
         pixel_values_videos: torch.Tensor,
@@ -183,7 +207,7 @@ class AVHubertForCTC(AVHubertVideoPreTrainedModel):
         labels (`torch.LongTensor` of shape `(batch, target_length)`, *optional*): transcript ids; -100, the blank and
             `config.eos_token_id` are left out of the CTC targets, so Omni-AVSR's labels can be used as they are.
         """
-        outputs = self.avhubert(pixel_values_videos, video_mask=video_mask, **kwargs)
+        outputs = self.avhubert(pixel_values_videos, video_mask=video_mask, return_dict=True, **kwargs)
         logits = self.lm_head(self.dropout(outputs.last_hidden_state))
         loss = None
         if labels is not None:
