@@ -9,6 +9,7 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.10",
     packages=find_packages(include=["omni_avsr", "omni_avsr.*"]),
+    package_data={"omni_avsr.metrics": ["*/*.py"]},
     install_requires=[
         "torch>=2.6",
         "transformers>=5.24,<6",
@@ -22,6 +23,7 @@ setup(
         "soxr>=0.5",
         "soundfile>=0.12",
         "jiwer>=3.0",
+        "evaluate>=0.4",
         "tqdm>=4.66",
     ],
     extras_require={

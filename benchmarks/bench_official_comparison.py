@@ -112,11 +112,12 @@ def main():
 
         features, mask = batch["input_features"], batch["input_features_mask"]
         encoder_timings = {
-            name: measure(lambda model=model: model.encode_audio(features, mask), warmup=0, repeats=1)
+            name: measure(lambda model=model: model.model.encode_audio(features, mask), warmup=0, repeats=1)
             for name, model in (("full_window", full), ("trimmed_window", trimmed))
         }
-        full_frames, lengths = full.encode_audio(features, mask)
-        trimmed_frames, _ = trimmed.encode_audio(features, mask)
+        full_frames, lengths = full.model.encode_audio(features, mask)
+        trimmed_frames, _ = trimmed.model.encode_audio(features, mask)
+        full_frames, trimmed_frames = full_frames.last_hidden_state, trimmed_frames.last_hidden_state
         greedy_full = generate(full, slice(None), 1)
         greedy_trimmed = generate(trimmed, slice(None), 1)
 

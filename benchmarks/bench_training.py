@@ -60,8 +60,7 @@ from common import (
     time_once,
     utilisation,
 )
-from omni_avsr.configuration_omni_avsr import TASK_MODALITIES
-from omni_avsr.modeling_omni_avsr import IGNORE_INDEX, compress_frames
+from omni_avsr.configuration_omni_avsr import IGNORE_INDEX, TASK_MODALITIES
 
 
 VARIANTS = (
@@ -78,7 +77,7 @@ class LMCallRecorder:
     def __init__(self, model):
         self.model = model
         self.reset()
-        self._handle = model.language_model.base_model.register_forward_pre_hook(self._record, with_kwargs=True)
+        self._handle = model.language_model.register_forward_pre_hook(self._record, with_kwargs=True)
 
     def close(self):
         self._handle.remove()
@@ -88,7 +87,7 @@ class LMCallRecorder:
 
     def _record(self, module, args, kwargs):
         embeds = kwargs["inputs_embeds"]
-        routing = self.model._routed_lora_layers[0].adapter_routing
+        routing = self.model.model._routed_lora_layers[0].adapter_routing
         self.calls += 1
         # A single (adapter set, all rows) group serves every row: count the tasks the rows hold instead.
         self.task_groups += len(routing) if routing and routing[0][1] is not None else 1
@@ -104,22 +103,20 @@ def omni_step(model, batch, audio_rate, video_rate):
 
 
 def encode_once(model, batch) -> dict:
-    """Encoder frames and their lengths per modality (what every pass of a multi-rate step shares)."""
+    """Encoder outputs and their lengths per modality (what every pass of a multi-rate step shares)."""
     frames = {}
     if "input_features" in batch:
-        frames["audio"] = model.encode_audio(batch["input_features"], batch["input_features_mask"])
+        frames["audio"] = model.model.encode_audio(batch["input_features"], batch["input_features_mask"])
     if "pixel_values_videos" in batch:
-        video_mask = batch["video_mask"].bool()
-        hidden = model.video_encoder(batch["pixel_values_videos"], video_mask=video_mask).last_hidden_state
-        frames["video"] = (hidden, video_mask.sum(-1))
+        frames["video"] = model.model.encode_video(batch["pixel_values_videos"], batch["video_mask"])
     return frames
 
 
 def task_loss(model, task: str, media: dict, labels: torch.Tensor) -> torch.Tensor:
     """One LM pass of one task (the model's own sequence layout, routing, and loss on target tokens only)."""
-    inputs_embeds, _, packed_labels = model._build_sequences([task], media, labels, padding_side="right")
-    model._route_adapters([task], labels.shape[0])
-    hidden = model.language_model.base_model(inputs_embeds=inputs_embeds, use_cache=False).last_hidden_state
+    input_ids, packed_labels = model._training_sequences([task], media, labels)
+    features = {f"{modality}_features": value for modality, value in media.items()}
+    hidden = model.model(input_ids=input_ids, task=[task], use_cache=False, **features).last_hidden_state
     shift_labels = packed_labels[:, 1:]
     target_mask = shift_labels != IGNORE_INDEX
     logits = model.get_output_embeddings()(hidden[:, :-1][target_mask]).float()
@@ -137,8 +134,7 @@ def passes_step(model, batch, passes: list[tuple[str, dict]]):
         for modality in TASK_MODALITIES[task]:
             key = (modality, rates[modality])
             if key not in projected:
-                compressed, lengths = compress_frames(*frames[modality], rates[modality], model.config.compression)
-                projected[key] = (model._project(modality, compressed, rates[modality]), lengths)
+                projected[key] = model.model.project_media(modality, *frames[modality], rates[modality])
             media[modality] = projected[key]
         loss = loss + model.config.task_weight(task) * task_loss(model, task, media, batch["labels"])
     loss.backward()

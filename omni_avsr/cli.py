@@ -104,7 +104,7 @@ def transcribe(args: argparse.Namespace) -> None:
             progress.write(result["text"] if len(args.files) == 1 else f"{path}\t{result['text']}", file=sys.stdout)
             if output is not None:
                 used_rates = {
-                    f"{modality}_rate": (rate or model.config.rates(modality)[0])
+                    f"{modality}_rate": model.config.check_rate(modality, rate)
                     if modality in TASK_MODALITIES[result["task"]]
                     else None
                     for modality, rate in rates.items()

@@ -1,5 +1,13 @@
-"""Configuration of Omni-AVSR: one audio-visual LLM for ASR, VSR and AVSR at elastic compression rates."""
+"""Configuration of Omni-AVSR: one audio-visual LLM for ASR, VSR and AVSR at elastic compression rates.
 
+Besides the config class, this module holds the rules that the processor, the model, the pipelines and the command
+line all apply: what a task and a rate are and their defaults, how many LM tokens a clip gets at a rate, and how a
+task's token sequence is laid out. Each is written once here.
+"""
+
+from dataclasses import dataclass, field
+
+import torch
 from huggingface_hub.dataclasses import strict
 from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
@@ -15,6 +23,159 @@ DEFAULT_TASK_PROMPTS = {
     "vsr": "Transcribe video to text.",
     "avsr": "Transcribe speech and video to text.",
 }
+# The official markers around each modality's tokens, and the placeholders the processor repeats once per media token
+# (replaced by the projected media features inside the model, so their embeddings are never read).
+MARKER_TOKENS = ("<audio>", "</audio>", "<video>", "</video>")
+AUDIO_PLACEHOLDER = "<|AUDIO|>"
+VIDEO_PLACEHOLDER = "<|VIDEO|>"
+PLACEHOLDER_TOKENS = (AUDIO_PLACEHOLDER, VIDEO_PLACEHOLDER)
+IGNORE_INDEX = -100
+# The official code never keeps fewer than 25 Whisper frames (0.5 s), even for shorter clips.
+MIN_AUDIO_FRAMES = 25
+
+
+def check_task(task, tasks) -> str:
+    """`task` if it is one of `tasks` (a model's or a processor's), else a ValueError that lists them."""
+    if not isinstance(task, str) or task not in TASKS:
+        raise ValueError(f"Unknown task {task!r}: expected one of {', '.join(TASKS)}.")
+    if task not in tasks:
+        raise ValueError(f"task={task!r} is not one of this model's tasks ({', '.join(tasks)}).")
+    return task
+
+
+def default_task(available_modalities, tasks, source: str = "the input") -> str:
+    """The task for media that offer `available_modalities`: `avsr` with both, else the task of the one present."""
+    for task in ("avsr", "asr", "vsr"):
+        if task in tasks and set(TASK_MODALITIES[task]) <= set(available_modalities):
+            return task
+    raise ValueError(
+        f"None of this model's tasks ({', '.join(tasks)}) can transcribe {source}, which has "
+        f"{' and '.join(sorted(available_modalities)) or 'no media'}."
+    )
+
+
+def check_rate(modality: str, rate, rates) -> int:
+    """`rate` as an int if it is one of `rates`; `None` gives the finest (smallest) rate, whatever their order."""
+    if rate is None:
+        return min(rates)
+    if isinstance(rate, torch.Tensor) and rate.numel() == 1 and not rate.is_floating_point():
+        rate = int(rate)
+    if isinstance(rate, bool) or not isinstance(rate, int) and not hasattr(rate, "__index__"):
+        raise ValueError(f"{modality}_rate must be an integer, one of {sorted(rates)}; got {rate!r}.")
+    if int(rate) not in rates:
+        raise ValueError(
+            f"{modality}_rate={rate} is not one of this model's {modality} rates "
+            f"({', '.join(str(choice) for choice in sorted(rates))}): the rates it was trained with."
+        )
+    return int(rate)
+
+
+def compressed_length(num_frames, rate: int):
+    """Tokens left of `num_frames` encoder frames compressed by `rate` (ints or tensors).
+
+    A tail shorter than the rate is dropped, as the official code's average pooling does, except that a clip
+    shorter than one window still gives one token.
+    """
+    return num_frames // rate + (num_frames < rate)
+
+
+def kept_mel_frames(num_mel_frames: torch.Tensor, max_mel_frames: int) -> torch.Tensor:
+    """Log-mel frames of a clip that the audio path keeps: at least `MIN_AUDIO_FRAMES` encoder frames' worth (a
+    shorter clip keeps some of the silence after it, as the official code), at most the Whisper window."""
+    return num_mel_frames.clamp(min=2 * MIN_AUDIO_FRAMES, max=max_mel_frames)
+
+
+def audio_encoder_frames(num_mel_frames: torch.Tensor, max_mel_frames: int) -> torch.Tensor:
+    """Whisper frames kept for a clip of `num_mel_frames` log-mel frames: Whisper's convolutions halve them."""
+    return kept_mel_frames(num_mel_frames, max_mel_frames) // 2
+
+
+def text_vocabulary_size(tokenizer) -> int:
+    """Embedding rows a language model needs for `tokenizer`: every id except placeholders past the rest (they are
+    replaced by media features before the LM, and never predicted)."""
+    placeholder_ids = {tokenizer.convert_tokens_to_ids(token) for token in PLACEHOLDER_TOKENS}
+    size = len(tokenizer)
+    while size - 1 in placeholder_ids:
+        size -= 1
+    return size
+
+
+def pad_rows(rows: list[list[int]], value: int, side: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token id lists padded with `value` on `side` into one (rows, longest) tensor, and its attention mask."""
+    length = max(len(row) for row in rows)
+    ids = torch.full((len(rows), length), value, dtype=torch.long)
+    mask = torch.zeros((len(rows), length), dtype=torch.long)
+    for index, row in enumerate(rows):
+        span = slice(0, len(row)) if side == "right" else slice(length - len(row), length)
+        ids[index, span] = torch.tensor(row, dtype=torch.long)
+        mask[index, span] = 1
+    return ids, mask
+
+
+@dataclass
+class SequenceTokens:
+    """The token ids an Omni-AVSR sequence is made of, and its layout (written once: the processor expands
+    placeholders with it, the model lays out its training rows with it).
+
+    A task's sequence: `[BOS] <audio> A… </audio> <video> V… </video> PROMPT` (ASR drops the video block, VSR the
+    audio block; LMs without BOS, like Qwen2, start at the first marker), where A and V are placeholder tokens, one
+    per media token.
+    """
+
+    audio_start: int | None
+    audio_end: int | None
+    video_start: int | None
+    video_end: int | None
+    audio_placeholder: int | None
+    video_placeholder: int | None
+    bos: int | None
+    prompts: dict[str, list[int]] = field(default_factory=dict)
+
+    @classmethod
+    def from_tokenizer(cls, tokenizer, task_prompts: dict[str, str]) -> "SequenceTokens":
+        """Read the ids from a tokenizer that has the markers and placeholders (`OmniAVSRProcessor.prepare_tokenizer`)."""
+        ids = {}
+        for name, token in zip(
+            ("audio_start", "audio_end", "video_start", "video_end", "audio_placeholder", "video_placeholder"),
+            (*MARKER_TOKENS, *PLACEHOLDER_TOKENS),
+        ):
+            token_id = tokenizer.convert_tokens_to_ids(token)
+            if token_id is None or token_id == tokenizer.unk_token_id:
+                raise ValueError(
+                    f"The tokenizer has no {token!r} token; expected the Omni-AVSR markers {', '.join(MARKER_TOKENS)} "
+                    f"and placeholders {', '.join(PLACEHOLDER_TOKENS)}. Add them with "
+                    "OmniAVSRProcessor.prepare_tokenizer(tokenizer)."
+                )
+            ids[name] = token_id
+        # Start with BOS only where the LM's own tokenizer does (Llama 3: yes; Qwen2, SmolLM2: no).
+        adds_bos = tokenizer.bos_token_id is not None and tokenizer("a")["input_ids"][:1] == [tokenizer.bos_token_id]
+        prompts = {task: tokenizer(prompt, add_special_tokens=False)["input_ids"] for task, prompt in task_prompts.items()}
+        return cls(**ids, bos=tokenizer.bos_token_id if adds_bos else None, prompts=prompts)
+
+    def prompt_ids(
+        self, task: str, num_audio_tokens: int = 0, num_video_tokens: int = 0, prompt: list[int] | None = None
+    ) -> list[int]:
+        """The ids the LM reads before the transcript; `prompt` (ids) replaces the task's instruction."""
+        ids = [] if self.bos is None else [self.bos]
+        modalities = TASK_MODALITIES[task]
+        if "audio" in modalities:
+            ids += [self.audio_start] + [self.audio_placeholder] * num_audio_tokens + [self.audio_end]
+        if "video" in modalities:
+            ids += [self.video_start] + [self.video_placeholder] * num_video_tokens + [self.video_end]
+        return ids + list(self.prompts[task] if prompt is None else prompt)
+
+    def batch_prompt_ids(self, task: str, token_counts: dict[str, list[int]], prompts=None) -> list[list[int]]:
+        """`prompt_ids` of every clip of a batch, from each modality's tokens per clip (`{"audio": [...], ...}`)."""
+        batch_size = len(next(iter(token_counts.values())))
+        return [
+            self.prompt_ids(
+                task,
+                num_audio_tokens=token_counts["audio"][index] if "audio" in TASK_MODALITIES[task] else 0,
+                num_video_tokens=token_counts["video"][index] if "video" in TASK_MODALITIES[task] else 0,
+                prompt=None if prompts is None else prompts[index],
+            )
+            for index in range(batch_size)
+        ]
 
 
 @strict
@@ -32,7 +193,8 @@ class OmniAVSRConfig(PreTrainedConfig):
             (VSR only).
         video_config (`AVHubertVideoConfig` or `dict`, *optional*): the video encoder; `None` builds a model without
             video (ASR only).
-        text_config (`PreTrainedConfig` or `dict`, *optional*): any causal LM config (Llama, Qwen2, ...).
+        text_config (`PreTrainedConfig` or `dict`): any causal LM config (Llama, Qwen2, ...). Required to build a
+            model; a config without one exists only as transformers' template for serialisation.
         audio_rates (`list[int]`, defaults to `[4, 16]`): audio compression rates (encoder frames per LM token).
         video_rates (`list[int]`, defaults to `[2, 5]`): video compression rates.
         compression (`str`, defaults to `"avg_pool"`): `"avg_pool"` averages `rate` consecutive frames, `"stack"`
@@ -59,6 +221,9 @@ class OmniAVSRConfig(PreTrainedConfig):
             [`~OmniAVSRConfig.set_token_ids`] so that a model built from its config alone can train and generate.
         audio_start_token_id, audio_end_token_id, video_start_token_id, video_end_token_id (`int`, *optional*): ids of
             the `<audio>`, `</audio>`, `<video>`, `</video>` markers.
+        audio_token_id, video_token_id (`int`, *optional*): ids of the `<|AUDIO|>` / `<|VIDEO|>` placeholders that the
+            processor repeats once per media token and the model replaces by the projected media features. They may
+            lie past the LM's vocabulary (the placeholders are never embedded nor predicted).
         bos_token_id (`int`, *optional*): id that starts every sequence (Llama); `None` for LMs without one (Qwen2).
         eos_token_id (`int`, *optional*): id that ends a transcript.
         pad_token_id (`int`, *optional*): id used to pad text.
@@ -94,7 +259,7 @@ class OmniAVSRConfig(PreTrainedConfig):
     sub_configs_defaults = {
         "audio_config": SubConfigSpec(config_class=AutoConfig, model_type="whisper", optional=True),
         "video_config": SubConfigSpec(config_class=AVHubertVideoConfig, optional=True),
-        "text_config": SubConfigSpec(config_class=AutoConfig, model_type="llama"),
+        "text_config": SubConfigSpec(config_class=AutoConfig, model_type="llama", optional=True),
     }
 
     audio_config: dict | PreTrainedConfig | None = None
@@ -122,6 +287,8 @@ class OmniAVSRConfig(PreTrainedConfig):
     audio_end_token_id: int | None = None
     video_start_token_id: int | None = None
     video_end_token_id: int | None = None
+    audio_token_id: int | None = None
+    video_token_id: int | None = None
     bos_token_id: int | None = None
     eos_token_id: int | None = None
     pad_token_id: int | None = None
@@ -131,6 +298,7 @@ class OmniAVSRConfig(PreTrainedConfig):
     train_padding: str = "masked"
     audio_full_window: bool = True
     initializer_range: float = 0.02
+    tie_word_embeddings: bool = False
 
     def __post_init__(self, **kwargs):
         self.audio_rates = [int(rate) for rate in self.audio_rates]
@@ -139,15 +307,36 @@ class OmniAVSRConfig(PreTrainedConfig):
         self.task_weights = [float(weight) for weight in self.task_weights]
         self.task_prompts = {**DEFAULT_TASK_PROMPTS, **(self.task_prompts or {})}
         super().__post_init__(**kwargs)
+        if self.text_config is not None:
+            # The LM head shares the input embeddings exactly when the LM's own config says so.
+            self.tie_word_embeddings = bool(getattr(self.text_config, "tie_word_embeddings", False))
         if self.tasks is None:
             self.tasks = [task for task in TASKS if all(self.has_modality(m) for m in TASK_MODALITIES[task])]
+        unknown = [task for task in self.tasks if task not in TASKS]
+        if unknown:
+            raise ValueError(f"OmniAVSRConfig: unknown tasks {unknown}; expected some of {list(TASKS)}.")
         self.tasks = [task for task in TASKS if task in self.tasks]
+        if self.audio_token_id is None and self.prompt_token_ids is not None and self.text_config is not None:
+            # A folder saved before the placeholders existed: the processor appends them after the LM's vocabulary.
+            self.audio_token_id = self.text_config.vocab_size
+            self.video_token_id = self.text_config.vocab_size + 1
 
     def has_modality(self, modality: str) -> bool:
         return (self.audio_config if modality == "audio" else self.video_config) is not None
 
     def rates(self, modality: str) -> list[int]:
         return self.audio_rates if modality == "audio" else self.video_rates
+
+    def check_task(self, task) -> str:
+        return check_task(task, self.tasks)
+
+    def check_rate(self, modality: str, rate=None) -> int:
+        """A rate this model was trained with; `None` gives the finest."""
+        return check_rate(modality, rate, self.rates(modality))
+
+    def default_task(self, available_modalities, source: str = "the input") -> str:
+        """`avsr` for media with audio and video, else the task their one modality allows."""
+        return default_task(available_modalities, self.tasks, source)
 
     def task_weight(self, task: str) -> float:
         return self.task_weights[TASKS.index(task)]
@@ -159,38 +348,48 @@ class OmniAVSRConfig(PreTrainedConfig):
             names += self.tasks if task is None else [task]
         return names
 
+    def sequence_tokens(self) -> SequenceTokens:
+        """The ids of this model's sequences (set by `set_token_ids`)."""
+        missing = [
+            name
+            for name in ("audio_token_id", "video_token_id", "pad_token_id", "eos_token_id")
+            if getattr(self, name) is None
+        ]
+        if missing or self.prompt_token_ids is None:
+            raise ValueError(
+                f"OmniAVSRConfig has no {', '.join(missing) or 'prompt_token_ids'}: call "
+                "config.set_token_ids(processor.tokenizer) (a converted or saved Omni-AVSR folder has them)."
+            )
+        return SequenceTokens(
+            audio_start=self.audio_start_token_id,
+            audio_end=self.audio_end_token_id,
+            video_start=self.video_start_token_id,
+            video_end=self.video_end_token_id,
+            audio_placeholder=self.audio_token_id,
+            video_placeholder=self.video_token_id,
+            bos=self.bos_token_id,
+            prompts={task: list(ids) for task, ids in self.prompt_token_ids.items()},
+        )
+
     def set_token_ids(self, tokenizer) -> None:
-        """Read the marker, BOS/EOS/pad and prompt token ids from a tokenizer that already has the markers.
+        """Read the marker, placeholder, BOS/EOS/pad and prompt token ids from a tokenizer that already has the
+        markers and placeholders.
 
         Use [`OmniAVSRProcessor`] (or `OmniAVSRProcessor.prepare_tokenizer`) to add `<audio>`, `</audio>`,
-        `<video>`, `</video>` and a pad token to an LM tokenizer first.
+        `<video>`, `</video>`, `<|AUDIO|>`, `<|VIDEO|>` and a pad token to an LM tokenizer first.
         """
-        markers = {
-            "audio_start_token_id": "<audio>",
-            "audio_end_token_id": "</audio>",
-            "video_start_token_id": "<video>",
-            "video_end_token_id": "</video>",
-        }
-        for field_name, token in markers.items():
-            token_id = tokenizer.convert_tokens_to_ids(token)
-            if token_id is None or token_id == tokenizer.unk_token_id:
-                raise ValueError(
-                    f"The tokenizer has no {token!r} token; expected the Omni-AVSR markers <audio>, </audio>, <video>, "
-                    "</video>. Add them with OmniAVSRProcessor.prepare_tokenizer(tokenizer)."
-                )
-            setattr(self, field_name, token_id)
+        tokens = SequenceTokens.from_tokenizer(tokenizer, self.task_prompts)
         if tokenizer.pad_token_id is None:
             raise ValueError("The tokenizer has no pad token; add one with OmniAVSRProcessor.prepare_tokenizer(tokenizer).")
         if tokenizer.eos_token_id is None:
             raise ValueError("The tokenizer has no EOS token; Omni-AVSR needs one to end transcripts.")
+        self.audio_start_token_id, self.audio_end_token_id = tokens.audio_start, tokens.audio_end
+        self.video_start_token_id, self.video_end_token_id = tokens.video_start, tokens.video_end
+        self.audio_token_id, self.video_token_id = tokens.audio_placeholder, tokens.video_placeholder
         self.pad_token_id = tokenizer.pad_token_id
         self.eos_token_id = tokenizer.eos_token_id
-        # Start with BOS only where the LM's own tokenizer does (Llama 3: yes; Qwen2, SmolLM2: no).
-        adds_bos = tokenizer.bos_token_id is not None and tokenizer("a")["input_ids"][:1] == [tokenizer.bos_token_id]
-        self.bos_token_id = tokenizer.bos_token_id if adds_bos else None
-        self.prompt_token_ids = {
-            task: tokenizer(prompt, add_special_tokens=False)["input_ids"] for task, prompt in self.task_prompts.items()
-        }
+        self.bos_token_id = tokens.bos
+        self.prompt_token_ids = tokens.prompts
 
     def validate_architecture(self):
         """Part of `@strict`-powered validation: reject settings the model cannot build."""
@@ -211,12 +410,9 @@ class OmniAVSRConfig(PreTrainedConfig):
             if len(set(rates)) != len(rates):
                 raise ValueError(f"{modality}_rates has duplicates: {rates}.")
         for task in self.tasks or ():
-            missing = [m for m in TASK_MODALITIES[task] if not self.has_modality(m)]
-            if task not in TASKS or missing:
-                raise ValueError(
-                    f"Task {task!r} cannot be trained: tasks must be among {TASKS} and have their encoders "
-                    f"(missing: {missing})."
-                )
+            missing = [m for m in TASK_MODALITIES.get(task, ()) if not self.has_modality(m)]
+            if missing:
+                raise ValueError(f"Task {task!r} cannot be trained: this config has no {' or '.join(missing)} encoder.")
 
 
-__all__ = ["OmniAVSRConfig"]
+__all__ = ["OmniAVSRConfig", "SequenceTokens"]

@@ -16,7 +16,7 @@ from transformers.dynamic_module_utils import custom_object_save
 from transformers.pipelines import PIPELINE_REGISTRY, AutomaticSpeechRecognitionPipeline
 from transformers.pipelines.base import ChunkPipeline
 
-from .configuration_omni_avsr import TASK_MODALITIES, TASKS
+from .configuration_omni_avsr import TASK_MODALITIES
 from .media import AUDIO_EXTENSIONS, SAMPLING_RATE, load_audio, load_clip
 
 
@@ -114,32 +114,13 @@ class AudioVisualSpeechRecognitionPipeline(AutomaticSpeechRecognitionPipeline):
         return preprocess_params, forward_params, {}
 
     def _check_task(self, task: str) -> str:
-        if task not in TASKS:
-            raise ValueError(f"Unknown task {task!r}: expected one of {', '.join(TASKS)}.")
-        if task not in self.model.config.tasks:
-            raise ValueError(
-                f"task={task!r} is not one of this model's tasks ({', '.join(self.model.config.tasks)})."
-            )
-        return task
+        return self.model.config.check_task(task)
 
     def _check_rate(self, modality: str, rate) -> int:
-        rates = self.model.config.rates(modality)
-        if rate not in rates:
-            raise ValueError(
-                f"{modality}_rate={rate!r} is not a rate this model was trained with; expected one of "
-                f"{', '.join(str(choice) for choice in rates)}."
-            )
-        return int(rate)
+        return self.model.config.check_rate(modality, rate)
 
     def _default_task(self, available: set[str], source: str) -> str:
-        """`avsr` when the input has both media, else the task its one modality allows (among the model's tasks)."""
-        for task in ("avsr", "asr", "vsr"):
-            if task in self.model.config.tasks and set(TASK_MODALITIES[task]) <= available:
-                return task
-        raise ValueError(
-            f"None of this model's tasks ({', '.join(self.model.config.tasks)}) can transcribe {source}, which has "
-            f"{' and '.join(sorted(available)) or 'no media'}."
-        )
+        return self.model.config.default_task(available, source)
 
     def preprocess(self, inputs, task=None):
         if isinstance(inputs, (str, os.PathLike)):
@@ -211,12 +192,14 @@ class AudioVisualSpeechRecognitionPipeline(AutomaticSpeechRecognitionPipeline):
                 videos=[columns["frames"][i] for i in indices] if "video" in needs else None,
                 sampling_rate=sampling_rate,
                 resample=True,
+                task=task,
+                audio_rate=audio_rate,
+                video_rate=video_rate,
             ).to(self.device)
-            output = self.model.generate(
-                **inputs, task=task, audio_rate=audio_rate, video_rate=video_rate, **generate_kwargs
-            )
+            output = self.model.generate(**inputs, **generate_kwargs)
+            prompt_length = inputs["input_ids"].shape[1]
             for index, row in zip(indices, getattr(output, "sequences", output)):
-                rows[index] = row
+                rows[index] = row[prompt_length:]
         tokens = torch.nn.utils.rnn.pad_sequence(rows, batch_first=True, padding_value=self.tokenizer.pad_token_id)
         return {
             "tokens": tokens,
@@ -226,7 +209,7 @@ class AudioVisualSpeechRecognitionPipeline(AutomaticSpeechRecognitionPipeline):
 
     def postprocess(self, model_outputs):
         (output,) = model_outputs
-        return {"text": self.processor.batch_decode(output["tokens"])[0], "task": output["task"]}
+        return {"text": self.processor.decode_transcripts(output["tokens"])[0], "task": output["task"]}
 
     def save_pretrained(self, save_directory: str | os.PathLike, **kwargs):
         """Write a Hub-ready folder: config and safetensors weights, the processor, the custom model/processor code,

@@ -3,13 +3,34 @@
 import numpy as np
 import torch
 from transformers import BatchFeature, ProcessorMixin
+from transformers.processing_utils import AudioKwargs, ProcessingKwargs, TextKwargs, Unpack, VideosKwargs
 
+from .configuration_omni_avsr import (
+    DEFAULT_TASK_PROMPTS,
+    IGNORE_INDEX,
+    MARKER_TOKENS,
+    PLACEHOLDER_TOKENS,
+    TASK_MODALITIES,
+    TASKS,
+    SequenceTokens,
+    audio_encoder_frames,
+    check_rate,
+    check_task,
+    compressed_length,
+    default_task,
+    pad_rows,
+)
 from .media import align_audio_to_frames
 
 
-MARKER_TOKENS = ("<audio>", "</audio>", "<video>", "</video>")
 SAMPLING_RATE = 16000
-IGNORE_INDEX = -100
+MEDIA_TENSORS = {"audio": ("input_features", "input_features_mask"), "video": ("pixel_values_videos", "video_mask")}
+
+
+class OmniAVSRProcessorKwargs(ProcessingKwargs, total=False):
+    audio_kwargs: AudioKwargs
+    videos_kwargs: VideosKwargs
+    text_kwargs: TextKwargs
 
 
 class OmniAVSRProcessor(ProcessorMixin):
@@ -17,17 +38,22 @@ class OmniAVSRProcessor(ProcessorMixin):
     Turns waveforms, lip videos and transcripts into Omni-AVSR inputs.
 
     - audio → `input_features` (Whisper log-mel, padded to the 30 s window) and `input_features_mask` (the Whisper
-      feature extractor's mask, renamed so it does not collide with a text mask). Each waveform is first normalised
+      feature extractor's mask, renamed so it does not collide with the text mask). Each waveform is first normalised
       to zero mean and unit variance over the clip, as the official recipe does before feature extraction.
     - videos → `pixel_values_videos` (batch, frames, 1, crop, crop) and `video_mask` (batch, frames): centre crop,
       grayscale, scaled to [0, 1], normalised with AV-HuBERT's mean and std, zero-padded (in normalised space) to
       the longest clip. Training's random crop is an augmentation applied before (`AudioVisualAugmentation`), so
       the centre crop of an 88×88 frame is then a no-op.
-    - text → `labels`: transcript ids + EOS, right-padded with -100 (the model builds the prompt itself).
+    - with a `task` (or a `prompt`): `input_ids` / `attention_mask`, the sequence the model reads —
+      `[BOS] <audio> <|AUDIO|>… </audio> <video> <|VIDEO|>… </video> PROMPT`, one placeholder per media token at the
+      chosen rates — followed by the transcript and EOS when `text` is given, with `labels` (-100 on the prompt);
+      and `task`, `audio_rate`, `video_rate`, which `model(**inputs)` / `model.generate(**inputs)` take as they are.
+    - without a task: the media only, and `labels` holding each transcript + EOS (right-padded with -100): a training
+      batch, for which the model lays out every task's sequence itself (efficient matryoshka training).
 
-    The tokenizer gets the `<audio>`, `</audio>`, `<video>`, `</video>` markers and a `<pad>` token when it lacks them;
-    the model's embeddings must then cover `len(processor.tokenizer)` (see
-    `OmniAVSRForConditionalGeneration.from_components`).
+    The tokenizer gets the `<audio>`, `</audio>`, `<video>`, `</video>` markers, the `<|AUDIO|>`, `<|VIDEO|>`
+    placeholders and a `<pad>` token when it lacks them; the LM's embeddings must cover every id but the placeholders
+    (see `OmniAVSRForConditionalGeneration.from_components`).
 
     Args:
         feature_extractor (`WhisperFeatureExtractor`): computes log-mel features.
@@ -36,7 +62,14 @@ class OmniAVSRProcessor(ProcessorMixin):
         video_mean (`float`, defaults to 0.421): normalisation mean of grayscale pixels in [0, 1].
         video_std (`float`, defaults to 0.165): normalisation std.
         normalize_waveform (`bool`, defaults to `True`): zero-mean/unit-variance normalisation of each waveform.
+        audio_rates, video_rates (`list[int]`, default `[4, 16]` and `[2, 5]`): the model's compression rates (a
+            copy of its config's), to validate a requested rate and default to the finest.
+        tasks (`list[str]`, *optional*): the model's tasks (default: all).
+        task_prompts (`dict[str, str]`, *optional*): the instruction after the media for each task (the model's).
     """
+
+    valid_processor_kwargs = OmniAVSRProcessorKwargs
+    text_kwargs = {"padding_side": "left"}
 
     def __init__(
         self,
@@ -46,34 +79,72 @@ class OmniAVSRProcessor(ProcessorMixin):
         video_mean: float = 0.421,
         video_std: float = 0.165,
         normalize_waveform: bool = True,
+        audio_rates: list[int] | tuple[int, ...] = (4, 16),
+        video_rates: list[int] | tuple[int, ...] = (2, 5),
+        tasks: list[str] | tuple[str, ...] | None = None,
+        task_prompts: dict[str, str] | None = None,
     ):
         self.video_crop_size = video_crop_size
         self.video_mean = video_mean
         self.video_std = video_std
         self.normalize_waveform = normalize_waveform
+        self.audio_rates = list(audio_rates)
+        self.video_rates = list(video_rates)
+        self.tasks = list(tasks or TASKS)
+        self.task_prompts = {**DEFAULT_TASK_PROMPTS, **(task_prompts or {})}
         super().__init__(feature_extractor, self.prepare_tokenizer(tokenizer))
+
+    @classmethod
+    def for_model(cls, config, feature_extractor, tokenizer, **kwargs) -> "OmniAVSRProcessor":
+        """A processor whose rates, tasks and prompts are those of an `OmniAVSRConfig`."""
+        return cls(
+            feature_extractor=feature_extractor,
+            tokenizer=tokenizer,
+            audio_rates=config.audio_rates,
+            video_rates=config.video_rates,
+            tasks=config.tasks,
+            task_prompts=config.task_prompts,
+            **kwargs,
+        )
 
     @staticmethod
     def prepare_tokenizer(tokenizer):
-        """Add the Omni-AVSR markers and a pad token when missing (in place); returns the tokenizer."""
+        """Add the Omni-AVSR markers, placeholders and a pad token when missing (in place); returns the tokenizer.
+
+        The placeholders are added last, after the pad token, so that they lie past the LM's vocabulary of a model
+        whose embeddings cover the rest.
+        """
         if tokenizer is None:
             return tokenizer
-        missing = [token for token in MARKER_TOKENS if token not in tokenizer.get_vocab()]
+        vocab = tokenizer.get_vocab()
+        missing = [token for token in MARKER_TOKENS if token not in vocab]
         if missing:
             tokenizer.add_special_tokens({"additional_special_tokens": missing}, replace_extra_special_tokens=False)
         if tokenizer.pad_token is None:
             tokenizer.add_special_tokens({"pad_token": "<pad>"})
+        missing = [token for token in PLACEHOLDER_TOKENS if token not in vocab]
+        if missing:
+            tokenizer.add_special_tokens({"additional_special_tokens": missing}, replace_extra_special_tokens=False)
         return tokenizer
+
+    @property
+    def sequence_tokens(self) -> SequenceTokens:
+        if getattr(self, "_sequence_tokens", None) is None:
+            self._sequence_tokens = SequenceTokens.from_tokenizer(self.tokenizer, self.task_prompts)
+        return self._sequence_tokens
 
     def __call__(
         self,
         audio=None,
         videos=None,
         text=None,
+        task: str | None = None,
+        audio_rate: int | None = None,
+        video_rate: int | None = None,
+        prompt: str | list[str] | None = None,
         sampling_rate: int | None = None,
         resample: bool = False,
-        return_tensors: str | None = "pt",
-        **kwargs,
+        **kwargs: Unpack[OmniAVSRProcessorKwargs],
     ) -> BatchFeature:
         r"""
         Args:
@@ -82,14 +153,23 @@ class OmniAVSRProcessor(ProcessorMixin):
             videos (`np.ndarray` or list of them): uint8 frames (frames, height, width) or (frames, height, width,
                 channels) with 1 or 3 channels, 25 fps mouth crops (auto-avsr: 96×96). With `audio` too, each
                 waveform is cut or zero-padded to its clip's `frames × 640` samples (a warning past 1 s of mismatch).
-            text (`str` or list of `str`): transcripts, to build `labels`.
+            text (`str` or list of `str`): transcripts, for `labels`.
+            task (`str`, *optional*): `"asr"`, `"vsr"` or `"avsr"`: lay out that task's sequence (`input_ids`). Without
+                a task (and without `prompt`) only the media and the transcripts are returned: a training batch.
+            audio_rate, video_rate (`int`, *optional*): compression rates of the sequence (default: the finest).
+            prompt (`str` or list of `str`, *optional*): an instruction of your own (context words, ...) instead of
+                the task's; with no `task`, the task follows from the media.
             sampling_rate (`int`): the audio's sampling rate; required with `audio`.
             resample (`bool`): resample audio that is not at 16 kHz instead of refusing it.
+            audio_kwargs, videos_kwargs, text_kwargs, common_kwargs, padding_side, return_tensors: transformers'
+                structured processor arguments (`padding_side` of `input_ids`, default `"left"` for generation;
+                `return_tensors` `"pt"` (default) or `"np"`).
         """
-        if kwargs:
-            raise ValueError(f"Unexpected arguments to OmniAVSRProcessor: {sorted(kwargs)}.")
+        output_kwargs = self._merge_call_kwargs(kwargs)
         if audio is None and videos is None and text is None:
             raise ValueError("OmniAVSRProcessor needs at least one of `audio`, `videos` or `text`.")
+        sampling_rate = sampling_rate if sampling_rate is not None else output_kwargs["audio_kwargs"].get("sampling_rate")
+        return_tensors = output_kwargs["common"].get("return_tensors", "pt")
         data = {}
         batch_sizes = {}
         clips = None
@@ -102,13 +182,92 @@ class OmniAVSRProcessor(ProcessorMixin):
             waveforms = self._prepare_waveforms(audio, sampling_rate, resample, num_frames)
             batch_sizes["audio"] = len(waveforms)
             data["input_features"], data["input_features_mask"] = self._log_mel_features(waveforms)
+        texts = None
         if text is not None:
             texts = [text] if isinstance(text, str) else list(text)
             batch_sizes["text"] = len(texts)
-            data["labels"] = self._labels(texts)
         if len(set(batch_sizes.values())) > 1:
             raise ValueError(f"Batch sizes disagree between inputs: {batch_sizes}.")
+        if task is None and prompt is None:
+            if texts is not None:
+                data["labels"] = self._transcript_labels(texts)
+        else:
+            data.update(
+                self._sequences(
+                    data, texts, task, audio_rate, video_rate, prompt, output_kwargs["text_kwargs"]["padding_side"]
+                )
+            )
         return BatchFeature(data=data, tensor_type=return_tensors)
+
+    def _merge_call_kwargs(self, kwargs: dict) -> dict:
+        """transformers' structured kwargs, with a clear error for a name no part of the processor takes."""
+        known = set(OmniAVSRProcessorKwargs.__annotations__) | {"common_kwargs", "padding_side", "return_tensors"}
+        unexpected = sorted(set(kwargs) - known)
+        if unexpected:
+            raise ValueError(
+                f"Unexpected arguments to OmniAVSRProcessor: {unexpected}; expected audio/videos/text, task, audio_rate, "
+                "video_rate, prompt, sampling_rate, resample, padding_side, return_tensors or the structured "
+                "audio_kwargs/videos_kwargs/text_kwargs/common_kwargs."
+            )
+        merged = self._merge_kwargs(OmniAVSRProcessorKwargs, tokenizer_init_kwargs=self.tokenizer.init_kwargs, **kwargs)
+        padding_side = merged["text_kwargs"].get("padding_side", "left")
+        if padding_side not in ("left", "right"):
+            raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}.")
+        merged["text_kwargs"]["padding_side"] = padding_side
+        return_tensors = next(
+            (merged[group]["return_tensors"] for group in ("text_kwargs", "audio_kwargs", "videos_kwargs")
+             if merged[group].get("return_tensors") is not None),
+            "pt",
+        )
+        if return_tensors not in ("pt", "np"):
+            raise ValueError(f"return_tensors must be 'pt' or 'np', got {return_tensors!r}.")
+        merged["common"] = {"return_tensors": return_tensors}
+        return merged
+
+    def _sequences(self, data, texts, task, audio_rate, video_rate, prompt, padding_side) -> dict:
+        """`input_ids`, `attention_mask` (and `labels` with transcripts) of one task, placeholders expanded."""
+        available = {modality for modality, key in (("audio", "input_features"), ("video", "pixel_values_videos")) if key in data}
+        task = check_task(task, self.tasks) if task is not None else default_task(available, self.tasks)
+        needs = TASK_MODALITIES[task]
+        missing = [modality for modality in needs if modality not in available]
+        if missing:
+            raise ValueError(f"task={task!r} needs {' and '.join(needs)}; give {' and '.join(missing)} too.")
+        counts = {}
+        rates = {}
+        if "audio" in needs:
+            rates["audio_rate"] = check_rate("audio", audio_rate, self.audio_rates)
+            frames = audio_encoder_frames(
+                torch.from_numpy(data["input_features_mask"].sum(-1)), self.feature_extractor.nb_max_frames
+            )
+            counts["audio"] = compressed_length(frames, rates["audio_rate"]).tolist()
+        if "video" in needs:
+            rates["video_rate"] = check_rate("video", video_rate, self.video_rates)
+            counts["video"] = compressed_length(torch.from_numpy(data["video_mask"].sum(-1)), rates["video_rate"]).tolist()
+        batch_size = len(next(iter(counts.values())))
+        rows = self.sequence_tokens.batch_prompt_ids(task, counts, self._prompt_ids(prompt, batch_size))
+        row_labels = [[IGNORE_INDEX] * len(row) for row in rows]
+        if texts is not None:
+            for index, text in enumerate(texts):
+                transcript = self.tokenizer(text, add_special_tokens=False)["input_ids"] + [self.tokenizer.eos_token_id]
+                rows[index] = rows[index] + transcript
+                row_labels[index] = row_labels[index] + transcript
+        input_ids, attention_mask = pad_rows(rows, self.tokenizer.pad_token_id, padding_side)
+        output = {"input_ids": input_ids.numpy(), "attention_mask": attention_mask.numpy()}
+        if texts is not None:
+            output["labels"] = pad_rows(row_labels, IGNORE_INDEX, padding_side)[0].numpy()
+        for modality in {"audio", "video"} - set(needs):
+            # The task does not read this modality: its tensors would only travel to the model unused.
+            for name in MEDIA_TENSORS[modality]:
+                data.pop(name, None)
+        return {**output, "task": task, **rates}
+
+    def _prompt_ids(self, prompt, batch_size: int) -> list[list[int] | None]:
+        if prompt is None:
+            return [None] * batch_size
+        prompts = [prompt] * batch_size if isinstance(prompt, str) else list(prompt)
+        if len(prompts) != batch_size or not all(isinstance(text, str) for text in prompts):
+            raise ValueError(f"prompt must be a string or one string per clip ({batch_size}), got {prompt!r}.")
+        return [self.tokenizer(text, add_special_tokens=False)["input_ids"] for text in prompts]
 
     def _prepare_waveforms(
         self, audio, sampling_rate: int | None, resample: bool, num_frames: list[int] | None
@@ -212,24 +371,23 @@ class OmniAVSRProcessor(ProcessorMixin):
             pixels = pixels[..., 0]
         return (pixels - self.video_mean) / self.video_std
 
-    def _labels(self, texts: list[str]) -> np.ndarray:
+    def _transcript_labels(self, texts: list[str]) -> np.ndarray:
         eos_id = self.tokenizer.eos_token_id
         ids = [self.tokenizer(text, add_special_tokens=False)["input_ids"] + [eos_id] for text in texts]
-        labels = np.full((len(ids), max(len(row) for row in ids)), IGNORE_INDEX, dtype=np.int64)
-        for row, row_ids in enumerate(ids):
-            labels[row, : len(row_ids)] = row_ids
-        return labels
+        return pad_rows(ids, IGNORE_INDEX, "right")[0].numpy()
 
-    def batch_decode(self, sequences, skip_special_tokens: bool = True, **kwargs) -> list[str]:
-        """Decode generated ids into transcripts (special tokens dropped, surrounding spaces stripped)."""
+    def decode_transcripts(self, sequences) -> list[str]:
+        """Transcripts from generated ids (only the new tokens): special tokens dropped, surrounding spaces stripped."""
         if torch.is_tensor(sequences):
             sequences = sequences.tolist()
-        texts = self.tokenizer.batch_decode(sequences, skip_special_tokens=skip_special_tokens, **kwargs)
-        return [text.strip() for text in texts]
+        return [text.strip() for text in self.tokenizer.batch_decode(sequences, skip_special_tokens=True)]
 
     @property
     def model_input_names(self) -> list[str]:
-        return ["input_features", "input_features_mask", "pixel_values_videos", "video_mask", "labels"]
+        return [
+            "input_ids", "attention_mask", "input_features", "input_features_mask", "pixel_values_videos",
+            "video_mask", "labels",
+        ]
 
 
 def _as_list(inputs) -> list:

@@ -99,7 +99,7 @@ BAD_INPUT = {
     ),
     "untrained rate": (
         ["transcribe", "{media}/first.mp4", "--model", "{model}", "--audio-rate", "8"],
-        "audio_rate=8 is not a rate this model was trained with; expected one of 4, 16.",
+        "audio_rate=8 is not one of this model's audio rates (4, 16): the rates it was trained with.",
     ),
     "avsr on audio": (
         ["transcribe", "{media}/speech.wav", "--model", "{model}", "--task", "avsr"],

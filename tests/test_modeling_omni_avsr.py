@@ -4,7 +4,7 @@ import itertools
 
 import pytest
 import torch
-from tiny_models import TRANSCRIPTS, randomize_lora, tiny_batch, tiny_model, tiny_processor
+from tiny_models import TRANSCRIPTS, randomize_lora, tiny_batch, tiny_clips, tiny_model, tiny_processor
 
 from omni_avsr import OmniAVSRForConditionalGeneration
 from omni_avsr.modeling_omni_avsr import compress_frames
@@ -41,7 +41,7 @@ def test_training_step_loss_and_gradients(processor, batch, variant, compression
     expected_adapters = {"S": {"shared"}, "T": {"asr", "vsr", "avsr"}, "ST": {"shared", "asr", "vsr", "avsr"}}[variant]
     assert {name.split(".lora_")[1].split(".")[1] for name in lora_names if "language_model" in name} == expected_adapters
     for name, param in model.named_parameters():
-        sampled_projector = name.startswith(("audio_projectors.16.", "video_projectors.2."))
+        sampled_projector = name.startswith(("model.audio_projectors.16.", "model.video_projectors.2."))
         if ".lora_" in name or sampled_projector:
             assert param.requires_grad and _grad_is_nonzero(param), name
         else:
@@ -92,7 +92,7 @@ def test_gradients_are_correct_under_activation_checkpointing(processor, batch):
     checkpointed = tiny_model(processor, lora_variant="ST")
     checkpointed.load_state_dict(reference.state_dict())
     checkpointed.activation_checkpointing_enable()
-    assert checkpointed.language_model.model.layers[0].gradient_checkpointing
+    assert checkpointed.language_model.layers[0].gradient_checkpointing
     for model in (reference, checkpointed):
         model.train()
         model(**batch, audio_rate=4, video_rate=2).loss.backward()
@@ -171,23 +171,20 @@ def test_beam_search_prefills_the_prompt_once_with_identical_results(processor):
     """The prompt goes through the LM once per clip (not once per beam); tokens equal the plain beam search."""
     model = tiny_model(processor).eval()
     randomize_lora(model, std=0.3)
-    inputs = tiny_batch(processor, text=False, num_clips=2)
-    media = model._encode_media(["avsr"], inputs["input_features"], inputs["input_features_mask"],
-                                inputs["pixel_values_videos"], inputs["video_mask"], 4, 2)
-    inputs_embeds, attention_mask, _ = model._build_sequences(["avsr"], media, None, padding_side="left")
+    audio, videos = tiny_clips(2)
+    inputs = processor(audio=audio, videos=videos, sampling_rate=16000, task="avsr", audio_rate=4, video_rate=2)
     kwargs = dict(num_beams=4, max_new_tokens=5, do_sample=False)
-    plain = super(type(model), model).generate(
-        inputs_embeds=inputs_embeds, attention_mask=attention_mask, task="avsr", **kwargs
-    )
+    plain = model.generate(**inputs, share_prompt_prefill=False, **kwargs)
     calls = []
     hook = model.language_model.register_forward_pre_hook(lambda module, args, kwargs: calls.append(kwargs), with_kwargs=True)
     try:
-        ours = model.generate(**inputs, task="avsr", audio_rate=4, video_rate=2, **kwargs)
+        ours = model.generate(**inputs, **kwargs)
     finally:
         hook.remove()
     assert ours.tolist() == plain.tolist()
-    first_step = calls[0]["inputs_embeds"]
-    assert first_step.shape[0] == 2 * 4 and first_step.shape[1] == 1, "only the last prompt position per beam"
+    prompt_length = inputs["input_ids"].shape[1]
+    assert calls[0]["inputs_embeds"].shape[:2] == (2, prompt_length - 1), "the prompt once per clip"
+    assert calls[1]["inputs_embeds"].shape[:2] == (2 * 4, 1), "then only the last prompt position per beam"
 
 
 def test_generate_returns_only_new_tokens_decodable_by_processor(processor):
@@ -209,7 +206,7 @@ def test_single_modality_models_and_single_task_training(processor):
     video_only = tiny_model(processor, audio=False, lora_variant="T")
     out = video_only(pixel_values_videos=batch["pixel_values_videos"], video_mask=batch["video_mask"], labels=batch["labels"])
     torch.testing.assert_close(out.loss, 1.5 * out.vsr_loss)
-    with pytest.raises(ValueError, match="Unknown task 'asr'"):
+    with pytest.raises(ValueError, match="task='asr' is not one of this model's tasks \\(vsr\\)"):
         video_only.generate(pixel_values_videos=batch["pixel_values_videos"], task="asr")
 
 
@@ -234,7 +231,7 @@ def test_bad_inputs_raise_clear_errors(processor, batch):
         model.generate(input_features=batch["input_features"], task="asr")
     with pytest.raises(ValueError, match="grayscale"):
         model.generate(pixel_values_videos=batch["pixel_values_videos"].repeat(1, 1, 3, 1, 1), task="vsr")
-    with pytest.raises(ValueError, match="needs `labels`"):
+    with pytest.raises(ValueError, match="needs input_ids .* or, for a training batch of media, `labels`"):
         model(**media)
 
 
@@ -297,9 +294,10 @@ def test_trimmed_audio_window_is_batch_independent(processor):
     trimmed.load_state_dict(full.state_dict())
     batch = tiny_batch(processor, text=False)
     with torch.no_grad():
-        batched, lengths = trimmed.encode_audio(batch["input_features"], batch["input_features_mask"])
-        single, _ = trimmed.encode_audio(batch["input_features"][1:2], batch["input_features_mask"][1:2])
-        reference, reference_lengths = full.encode_audio(batch["input_features"], batch["input_features_mask"])
+        batched, lengths = trimmed.model.encode_audio(batch["input_features"], batch["input_features_mask"])
+        single, _ = trimmed.model.encode_audio(batch["input_features"][1:2], batch["input_features_mask"][1:2])
+        reference, reference_lengths = full.model.encode_audio(batch["input_features"], batch["input_features_mask"])
+    batched, single, reference = batched.last_hidden_state, single.last_hidden_state, reference.last_hidden_state
     assert lengths.tolist() == reference_lengths.tolist() == [80, 60, 100]
     torch.testing.assert_close(batched[1, :60], single[0, :60], atol=1e-5, rtol=1e-5)
     assert batched.shape[1] == 100 and reference.shape[1] == 100

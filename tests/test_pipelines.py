@@ -59,7 +59,7 @@ def media_dir(tmp_path_factory):
 
 def generated_text(model, processor, task, audio=None, videos=None, sampling_rate=16000, **generate_kwargs):
     inputs = processor(audio=audio, videos=videos, sampling_rate=sampling_rate, resample=True)
-    return processor.batch_decode(model.generate(**inputs, task=task, **generate_kwargs))
+    return processor.decode_transcripts(model.generate(**inputs, task=task, **generate_kwargs))
 
 
 def test_speech_recognition_pipeline_matches_generate_for_every_input_form(omni, clips, media_dir):
@@ -246,9 +246,9 @@ def test_registration_keeps_the_stock_task_entry():
         ("audio-visual", lambda audio, frames: {"audio": audio, "sampling_rate": 16000, "frames": frames},
          {"task": "lipread"}, "Unknown task 'lipread': expected one of asr, vsr, avsr"),
         ("speech", lambda audio, frames: audio, {"audio_rate": 8},
-         "audio_rate=8 is not a rate this model was trained with; expected one of 4, 16"),
+         "audio_rate=8 is not one of this model's audio rates (4, 16): the rates it was trained with"),
         ("audio-visual", lambda audio, frames: {"frames": frames}, {"generate_kwargs": {"video_rate": 3}},
-         "video_rate=3 is not a rate this model was trained with; expected one of 2, 5"),
+         "video_rate=3 is not one of this model's video rates (2, 5): the rates it was trained with"),
         ("audio-visual", lambda audio, frames: {"audio": audio, "sampling_rate": 16000}, {"task": "avsr"},
          "task='avsr' needs audio and lip video, but the input dict has no lip video"),
         ("speech", lambda audio, frames: audio, {"generate_kwargs": {"task": "vsr"}},

@@ -37,7 +37,8 @@ def test_outputs_shapes_masks_and_labels(processor):
     labels = batch["labels"]
     assert labels[0, :9].tolist() == processor.tokenizer("set blue", add_special_tokens=False)["input_ids"] + [eos]
     assert labels[1, 4:].tolist() == [-100] * (labels.shape[1] - 4)
-    assert processor.batch_decode([labels[1, :4].tolist()]) == ["bin"]
+    assert processor.decode_transcripts([labels[1, :4].tolist()]) == ["bin"]
+    assert processor.batch_decode([labels[1, :4].tolist()]) == processor.tokenizer.batch_decode([labels[1, :4].tolist()])
 
 
 def test_video_preprocessing_is_centre_crop_grayscale_and_normalisation(processor):

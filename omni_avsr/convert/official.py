@@ -21,8 +21,8 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoConfig, AutoTokenizer, WhisperConfig, WhisperFeatureExtractor
 
-from ..configuration_omni_avsr import OmniAVSRConfig
-from ..modeling_omni_avsr import OmniAVSRForConditionalGeneration
+from ..configuration_omni_avsr import OmniAVSRConfig, text_vocabulary_size
+from ..modeling_omni_avsr import OmniAVSRForConditionalGeneration, checkpoint_keys_to_model_keys
 from ..processing_omni_avsr import OmniAVSRProcessor
 from .avhubert import avhubert_config_from_fairseq, convert_avhubert_state_dict
 from .fairseq_checkpoint import load_fairseq_checkpoint
@@ -116,7 +116,7 @@ def _projector_key(key: str, layout: dict, rates: dict[str, list[int]]) -> str:
 def convert_official_state_dict(
     state_dict: dict[str, torch.Tensor], layout: dict, rates: dict[str, list[int]]
 ) -> tuple[dict[str, torch.Tensor], list[str]]:
-    """Map every official key to our model's names; returns the new state dict and the dropped keys."""
+    """Map every official key to our saved layout; returns the new state dict and the dropped keys."""
     converted, dropped = {}, []
     video_state = {}
     for key, value in state_dict.items():
@@ -222,17 +222,20 @@ def convert(args) -> OmniAVSRForConditionalGeneration:
         feature_extractor = WhisperFeatureExtractor.from_pretrained(args.feature_extractor_config)
     else:
         feature_extractor = WhisperFeatureExtractor.from_json_file(args.feature_extractor_config)
-    processor = OmniAVSRProcessor(feature_extractor=feature_extractor, tokenizer=tokenizer)
-    if len(processor.tokenizer) != state_dict["llm.model.embed_tokens.weight"].shape[0]:
+    tokenizer = OmniAVSRProcessor.prepare_tokenizer(tokenizer)
+    vocabulary = text_vocabulary_size(tokenizer)
+    if vocabulary != state_dict["llm.model.embed_tokens.weight"].shape[0]:
         raise ValueError(
-            f"The tokenizer has {len(processor.tokenizer)} tokens (with the Omni-AVSR markers) but the checkpoint's "
+            f"The tokenizer has {vocabulary} tokens (with the Omni-AVSR markers) but the checkpoint's "
             f"embedding has {state_dict['llm.model.embed_tokens.weight'].shape[0]} rows: pass the tokenizer the "
             "checkpoint was trained with."
         )
-    config = build_config(layout, state_dict, text_config, whisper_config, avhubert_config, processor.tokenizer, args)
+    config = build_config(layout, state_dict, text_config, whisper_config, avhubert_config, tokenizer, args)
+    processor = OmniAVSRProcessor.for_model(config, feature_extractor, tokenizer)
     converted, dropped = convert_official_state_dict(
         state_dict, layout, {"audio": config.audio_rates, "video": config.video_rates}
     )
+    converted = checkpoint_keys_to_model_keys(converted)
     model = OmniAVSRForConditionalGeneration(config)
     expected = model.state_dict()
     missing = sorted(set(expected) - set(converted))

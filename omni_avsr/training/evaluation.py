@@ -1,11 +1,11 @@
 """Word error rate of every task × compression rate, clean and in babble noise (the paper's Tables I and III)."""
 
+import functools
 import json
-import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import jiwer
+import evaluate
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
@@ -54,21 +54,19 @@ def evaluation_cells(config, snrs_db=(None,), tasks=None) -> list[EvaluationCell
     return cells
 
 
-def normalize_transcript(text: str) -> str:
-    """Lowercase, keep letters, digits and apostrophes, collapse spaces: WER over words as in the paper."""
-    return " ".join(re.sub(r"[^\w' ]+", " ", text.lower()).split())
+WER_METRIC_PATH = Path(__file__).resolve().parents[1] / "metrics" / "wer"
+
+
+@functools.cache
+def wer_metric():
+    """The project's `evaluate` WER metric (a local folder: it loads without the Hub)."""
+    return evaluate.load(str(WER_METRIC_PATH))
 
 
 def word_error_rate(references: list[str], hypotheses: list[str]) -> tuple[float, int]:
     """Corpus WER in percent (total edits / total reference words) and the number of reference words."""
-    references = [normalize_transcript(text) for text in references]
-    hypotheses = [normalize_transcript(text) for text in hypotheses]
-    num_words = sum(len(text.split()) for text in references)
-    if num_words == 0:
-        raise ValueError("The evaluation set has no reference words.")
-    output = jiwer.process_words(references, hypotheses)
-    edits = output.substitutions + output.deletions + output.insertions
-    return 100.0 * edits / num_words, num_words
+    scores = wer_metric().compute(predictions=hypotheses, references=references)
+    return scores["wer"], scores["num_words"]
 
 
 @torch.no_grad()
@@ -86,7 +84,8 @@ def evaluate_wer(
 ) -> list[dict]:
     """Decode `dataset` (rows with `audio`, `frames`, `text`) for every cell; returns result rows.
 
-    Media are decoded and processed once per SNR and reused by all cells of that SNR. With `output_dir`, results
+    Media are decoded, processed and run through the encoders once per SNR and batch, and reused by every cell of
+    that SNR (each cell only compresses, projects and decodes). With `output_dir`, results
     are written after each SNR condition (`results.json`), so an interrupted run keeps what it finished and a rerun
     skips conditions already there.
     """
@@ -112,16 +111,18 @@ def evaluate_wer(
                     for i, waveform in enumerate(audio)
                 ]
             inputs = processor(audio=audio, videos=clips["frames"], sampling_rate=processor.feature_extractor.sampling_rate)
-            inputs = inputs.to(model.device)
+            encoded = _encode_once(model, inputs.to(model.device), condition)
             for cell in condition:
+                rates = {"audio": cell.audio_rate, "video": cell.video_rate}
+                features = {
+                    f"{modality}_features": model.model.project_media(modality, *encoded[modality], rates[modality])
+                    for modality in TASK_MODALITIES[cell.task]
+                }
+                inputs_embeds, attention_mask = model.prompt_embeddings(cell.task, **features)
                 tokens = model.generate(
-                    **{name: inputs[name] for name in _input_names(cell.task)},
-                    task=cell.task,
-                    audio_rate=cell.audio_rate,
-                    video_rate=cell.video_rate,
-                    **generate_kwargs,
+                    inputs_embeds=inputs_embeds, attention_mask=attention_mask, task=cell.task, **generate_kwargs
                 )
-                hypotheses[cell] += processor.batch_decode(tokens)
+                hypotheses[cell] += processor.decode_transcripts(tokens)
         for cell in condition:
             wer, num_words = word_error_rate(references, hypotheses[cell])
             rows.append({**asdict(cell), "wer": round(wer, 3), "num_words": num_words})
@@ -131,13 +132,15 @@ def evaluate_wer(
     return rows
 
 
-def _input_names(task: str) -> list[str]:
-    names = []
-    if "audio" in TASK_MODALITIES[task]:
-        names += ["input_features", "input_features_mask"]
-    if "video" in TASK_MODALITIES[task]:
-        names += ["pixel_values_videos", "video_mask"]
-    return names
+def _encode_once(model, inputs, cells: list[EvaluationCell]) -> dict[str, tuple]:
+    """Each modality the cells read, through its encoder once: every rate and task reuses it."""
+    modalities = {modality for cell in cells for modality in TASK_MODALITIES[cell.task]}
+    encoded = {}
+    if "audio" in modalities:
+        encoded["audio"] = model.model.encode_audio(inputs["input_features"], inputs["input_features_mask"])
+    if "video" in modalities:
+        encoded["video"] = model.model.encode_video(inputs["pixel_values_videos"], inputs["video_mask"])
+    return encoded
 
 
 def _collate_rows(rows: list[dict]) -> dict[str, list]:

@@ -1,0 +1,1 @@
+"""Metrics in `evaluate`'s format, loadable offline with `evaluate.load(<folder>)`."""

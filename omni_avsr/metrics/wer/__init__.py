@@ -1,0 +1,1 @@
+"""WER as an `evaluate` metric: `evaluate.load("<this folder>")` (see `wer.py`)."""
