@@ -34,7 +34,8 @@ video's own audio track) or audio files (.wav, .flac, ...) of up to 30 s. Face v
 128×128) are cropped to the speaker's mouth first, which needs pip install 'omni-avsr[crop]'; mouth crops
 (e.g. auto-avsr's 96×96) are read as they are."""
 
-CROP_DESCRIPTION = """Crop the speaker's mouth out of a face video: OUT is a 96×96, 25 fps mouth video (RGB, H.264) and, when the
+CROP_DESCRIPTION = """\
+Crop the speaker's mouth out of a face video: OUT is a 96×96, 25 fps mouth video (RGB, H.264) and, when the
 input has audio, OUT's .wav beside it (16 kHz mono): the layout of auto-avsr's preprocessing and of LRS2/LRS3
 as the recipes read them. The face is found in every frame (the largest one; frames without a face are
 interpolated), aligned to a reference face and cropped around the mouth. Needs pip install 'omni-avsr[crop]'."""

@@ -3,7 +3,10 @@ the reference scale, as a second, independent detection pass on the aligned fram
 frames are interpolated, the largest of two faces is the one cropped, a video without a face is a clear error;
 mouth-crop clips pass through untouched, and the processor refuses face video with advice instead of a crop."""
 
+import importlib
+import json
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -168,10 +171,12 @@ def test_interpolation_and_smoothing_with_a_scripted_detector():
     result = MouthCropper(MouthCropConfig(smoothing_window=0), detector=detector)(frames)
     assert result.detected.tolist() == [False, False, True, True, False, False, True, False, False]
     expected_shift = [2, 2, 2, 3, 4, 5, 6, 6, 6]
-    np.testing.assert_allclose(result.landmarks - base, np.broadcast_to(np.array(expected_shift, np.float32)[:, None, None], (9, 68, 2)), atol=1e-4)
+    shifts_found = (result.landmarks - base).reshape(9, -1)
+    np.testing.assert_allclose(shifts_found, np.repeat(np.array(expected_shift, np.float32)[:, None], 136, axis=1), atol=1e-4)
     # Pure translations of one face: every crop transform has the same rotation and scale, and maps the mouth to
     # the crop's centre.
-    np.testing.assert_allclose(result.transforms[:, :, :2], np.broadcast_to(result.transforms[0, :, :2], (9, 2, 2)), atol=1e-4)
+    rotation_scale = result.transforms[:, :, :2]
+    np.testing.assert_allclose(rotation_scale, np.broadcast_to(rotation_scale[0], (9, 2, 2)), atol=1e-4)
     mouths = np.einsum("tij,tj->ti", result.transforms[:, :, :2], result.landmarks[:, 48:68].mean(axis=1))
     np.testing.assert_allclose(mouths + result.transforms[:, :, 2], np.full((9, 2), CROP / 2), atol=1e-3)
 
@@ -199,7 +204,8 @@ def test_a_mouth_crop_clip_passes_through_unchanged(tmp_path, monkeypatch):
 def test_the_processor_refuses_face_video_and_says_how_to_crop_it():
     processor = tiny_processor()
     face_video = np.zeros((10, 224, 224), np.uint8)
-    with pytest.raises(ValueError, match=r"videos\[0\] frames are 224×224: face video, not mouth crops.*omni-avsr crop"):
+    expected = r"videos\[0\] frames are 224×224: face video, not mouth crops.*omni-avsr crop IN.mp4 OUT.mp4"
+    with pytest.raises(ValueError, match=expected):
         processor(videos=[face_video])
     assert processor(videos=[np.zeros((10, 96, 96), np.uint8)])["pixel_values_videos"].shape == (1, 10, 1, 88, 88)
 
@@ -217,3 +223,14 @@ def test_crop_command_writes_the_auto_avsr_layout(real_clip_path, tmp_path, crop
     assert capsys.readouterr().err.strip() == f"omni-avsr: error: Media file not found: {tmp_path / 'nope.mp4'}"
     assert main(["crop", str(output), str(output)]) == 1
     assert "would overwrite the input video" in capsys.readouterr().err
+
+
+def test_cropping_benchmark_prints_its_json(real_clip_path, monkeypatch, capsys):
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    arguments = ["--video", str(real_clip_path), "--frames", "10", "--repeats", "1"]
+    monkeypatch.setattr(sys, "argv", ["bench_cropping.py", *arguments])
+    importlib.import_module("bench_cropping").main()
+    report = json.loads(capsys.readouterr().out)
+    assert {"crop_frames_per_s", "crop_realtime_factor", "decode", "runs", "machine"} <= set(report)
+    assert [row["stage"] for row in report["runs"][0]["stages"]] == ["landmarks", "align", "crop"]
+    assert report["runs"][0]["detected"] == 10

@@ -25,7 +25,9 @@ LABELS = "labels/lrs3_test_transcript_lengths_seg16s.csv"
 
 
 def transcript_text(words, start, step):
-    timings = [f"{word.upper()} {start + i * step:.2f} {start + i * step + 0.8 * step:.2f} 3.5" for i, word in enumerate(words)]
+    timings = [
+        f"{word.upper()} {start + i * step:.2f} {start + i * step + 0.8 * step:.2f} 3.5" for i, word in enumerate(words)
+    ]
     return f"Text:  {' '.join(words).upper()}\nConf:  4\n\nWORD START END ASDSCORE\n" + "\n".join(timings) + "\n"
 
 
@@ -83,7 +85,8 @@ def test_transcripts_and_segments():
 
 def test_transcript_file_format(tmp_path):
     path = tmp_path / "clip.txt"
-    path.write_text("Text:  HELLO {LG} WORLD\nConf:  3\n\nWORD START END ASDSCORE\nHELLO 0.10 0.40 2.1\nWORLD 0.50 0.90 1.0\n")
+    timings = "WORD START END ASDSCORE\nHELLO 0.10 0.40 2.1\nWORLD 0.50 0.90 1.0\n"
+    path.write_text(f"Text:  HELLO {{LG}} WORLD\nConf:  3\n\n{timings}")
     assert read_transcript(path) == Transcript("hello lg world", (("HELLO", 0.1, 0.4), ("WORLD", 0.5, 0.9)))
     path.write_text("Conf: 3\n")
     with pytest.raises(ClipFailure, match="does not start with 'Text:'"):
@@ -106,9 +109,8 @@ def test_prepare_writes_loadable_labels_resumes_and_lists_failures(raw_tree, tmp
     records = [json.loads(line) for line in progress.read_text().splitlines()]
     finished = [record for record in records if record["status"] == "done"]
     assert finished, "the first clip (00001) is done when the run is stopped"
-    finished_mp4 = {
-        path: path.stat().st_mtime_ns for record in finished for path in [output / "lrs3" / row[1] for row in record["rows"]]
-    }
+    finished_mp4 = [output / "lrs3" / row[1] for record in finished for row in record["rows"]]
+    finished_mp4 = {path: path.stat().st_mtime_ns for path in finished_mp4}
 
     resumed = run_prepare(raw_tree, output, "--workers", "2")
     stdout, stderr = resumed.communicate(timeout=600)
@@ -140,7 +142,9 @@ def test_prepare_writes_loadable_labels_resumes_and_lists_failures(raw_tree, tmp
     whole = load_clip(output / "lrs3" / plain["rel_path"][0], grayscale=False)
     segment = load_clip(output / "lrs3" / plain["rel_path"][1], grayscale=False)
     # The segment starts at 0.2 s, frame 5 of the clip: there its frames match the whole clip's best.
-    differences = [np.abs(segment.frames[:140].astype(int) - whole.frames[shift : shift + 140]).mean() for shift in range(11)]
+    differences = [
+        np.abs(segment.frames[:140].astype(int) - whole.frames[shift : shift + 140]).mean() for shift in range(11)
+    ]
     assert int(np.argmin(differences)) == 5
 
     again = run_prepare(raw_tree, output)

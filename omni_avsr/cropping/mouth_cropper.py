@@ -159,7 +159,9 @@ def _detect(detector: Callable, frames: np.ndarray) -> np.ndarray:
 
 def _landmark_array(landmarks: Sequence | np.ndarray, num_frames: int, source: str) -> np.ndarray:
     if len(landmarks) != num_frames:
-        raise ValueError(f"{source}: {len(landmarks)} landmark entries for {num_frames} frames; expected one per frame.")
+        raise ValueError(
+            f"{source}: {len(landmarks)} landmark entries for {num_frames} frames; expected one per frame."
+        )
     found = np.full((num_frames, NUM_LANDMARKS, 2), np.nan, dtype=np.float32)
     for index, points in enumerate(landmarks):
         if points is None:

@@ -353,7 +353,8 @@ def _prepare_in_worker(task: tuple[Path, str, Path, PrepareConfig]) -> dict:
         reason = str(failure)
     except Exception as error:  # one bad clip never stops the run: its reason goes to the failures file
         reason = f"{type(error).__name__}: {' '.join(str(error).split())}"
-    return {"source": rel_path, "status": "failed", "rows": [], "failures": [{"file": str(video_path), "reason": reason}]}
+    failure = {"file": str(video_path), "reason": reason}
+    return {"source": rel_path, "status": "failed", "rows": [], "failures": [failure]}
 
 
 def main(argv: list[str] | None = None) -> dict:
