@@ -12,7 +12,7 @@ centred in the frame. The size is the one calibrated number: the published Omni-
 trained on crops aligned to auto-avsr's own mean face (not redistributable, in no package), whose stable points
 (the ones the alignment fits, `STABLE_POINTS`) lie at an RMS distance of 35.5 px from their centroid. `FACE_BOX_SIZE`
 gives ours the same spread, so a face is scaled as it was for those models. Its mouth centre then lies at
-(128.0, 164.8), the nose tip at (128.0, 146.6) and the chin at (128.0, 206.2): a 96×96 crop around the mouth spans
+(128.0, 164.9), the nose tip at (128.0, 146.3) and the chin at (128.0, 205.9): a 96×96 crop around the mouth spans
 from just above the nose tip to just below the chin.
 """
 
