@@ -1,6 +1,6 @@
-"""Face videos through the pipelines: `pipeline(...)("face.mp4", task="vsr")` crops the mouth and transcribes it; a
-Hub folder saved by `save_pretrained` still loads and runs on mouth clips where the crop extra is missing, and
-there a face video gets the error that names the extra."""
+"""Face videos through the pipelines: `pipeline(...)("face.mp4", task="vsr")` and `omni-avsr transcribe` crop the
+mouth and transcribe it; a Hub folder saved by `save_pretrained` still loads and runs on mouth clips where the crop
+extra is missing, and there a face video gets the error that names the extra."""
 
 import json
 import os
@@ -13,10 +13,11 @@ from test_pipeline_remote_code import hub_ready_folder
 from tiny_models import randomize_lora, tiny_model, tiny_processor
 
 from omni_avsr import OmniAVSRProcessor, load_clip
+from omni_avsr.cli import main
 from transformers import pipeline
 
 
-def test_face_video_end_to_end_through_the_pipeline(real_clip_path, tmp_path):
+def test_face_video_end_to_end_through_the_pipeline_and_the_command(real_clip_path, tmp_path, capsys):
     pytest.importorskip("dlib", reason="the crop extra (pip install 'omni-avsr[crop]') is not installed")
     processor = tiny_processor()
     model = tiny_model(processor).eval()
@@ -36,6 +37,9 @@ def test_face_video_end_to_end_through_the_pipeline(real_clip_path, tmp_path):
     inputs = OmniAVSRProcessor.from_pretrained(tmp_path / "model")(videos=[crops])
     tokens = model.generate(**inputs, task="vsr")
     assert result["text"] == processor.batch_decode(tokens)[0]
+
+    assert main(["transcribe", str(face), "--model", str(tmp_path / "model"), "--task", "vsr"]) == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1] == result["text"].strip()
 
 
 WITHOUT_EXTRA_SCRIPT = """

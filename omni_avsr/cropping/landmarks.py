@@ -15,8 +15,9 @@ import os
 import cv2
 import numpy as np
 
+from ..media import CROP_EXTRA
 
-CROP_EXTRA = "pip install 'omni-avsr[crop]'"
+
 PREDICTOR_FILE = "shape_predictor_68_face_landmarks.dat"
 
 
