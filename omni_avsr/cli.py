@@ -1,4 +1,4 @@
-"""The `omni-avsr` console command: transcribe lip-reading clips with an Omni-AVSR model."""
+"""The `omni-avsr` console command: transcribe lip-reading clips with an Omni-AVSR model, crop face videos."""
 
 import argparse
 import json
@@ -29,8 +29,16 @@ Compression rates (--audio-rate, --video-rate):
   video rate 2 keeps 12.5 video tokens per second, rate 5 keeps 5. Only the rates the model was trained with
   are accepted (the paper's models: audio 4 or 16, video 2 or 5); the default is each modality's finest.
 
-Input: .mp4 lip crops at 25 fps (the audio comes from a sibling .wav with the same name, as in LRS2/LRS3, or
-from the video's own audio track) or audio files (.wav, .flac, ...) of up to 30 s."""
+Input: .mp4 videos (the audio comes from a sibling .wav with the same name, as in LRS2/LRS3, or from the
+video's own audio track) or audio files (.wav, .flac, ...) of up to 30 s. Face videos (frames larger than
+128×128) are cropped to the speaker's mouth first, which needs pip install 'omni-avsr[crop]'; mouth crops
+(e.g. auto-avsr's 96×96) are read as they are."""
+
+CROP_DESCRIPTION = """\
+Crop the speaker's mouth out of a face video: OUT is a 96×96, 25 fps mouth video (RGB, H.264) and, when the
+input has audio, OUT's .wav beside it (16 kHz mono): the layout of auto-avsr's preprocessing and of LRS2/LRS3
+as the recipes read them. The face is found in every frame (the largest one; frames without a face are
+interpolated), aligned to a reference face and cropped around the mouth. Needs pip install 'omni-avsr[crop]'."""
 
 TRANSCRIBE_EXAMPLES = """\
 examples:
@@ -72,6 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
     option("--batch-size", type=int, default=1, metavar="N", help="clips decoded together (default: 1)")
     option("--output", metavar="RESULTS.jsonl", help="also write one JSON line per file to this path")
     option("--device", help="cpu, cuda, cuda:1, ... (default: the first GPU if any, else cpu)")
+    crop = commands.add_parser("crop", help="crop the mouth out of a face video", description=CROP_DESCRIPTION)
+    crop.add_argument("input", metavar="IN.mp4", help="face video")
+    crop.add_argument("output", metavar="OUT.mp4", help="mouth video to write (its .wav is written beside it)")
     return parser
 
 
@@ -117,6 +128,18 @@ def transcribe(args: argparse.Namespace) -> None:
             output.close()
 
 
+def crop(args: argparse.Namespace) -> None:
+    if not os.path.isfile(args.input):
+        raise FileNotFoundError(f"Media file not found: {args.input}")
+    from .cropping.mouth_video import crop_video_file  # the optional `crop` extra: imported when asked for
+
+    crops, audio_path = crop_video_file(args.input, args.output)
+    written = args.output if audio_path is None else f"{args.output} and {audio_path}"
+    found, total = int(crops.detected.sum()), len(crops.frames)
+    interpolated = "" if found == total else f"; the other {total - found} interpolated"
+    print(f"Wrote {written}: {total} mouth frames, the face found in {found}{interpolated}.")
+
+
 def _is_local_path(name: str) -> bool:
     """Whether `--model` can only mean a local folder (a Hub id is `name` or `org/name`)."""
     return os.path.isabs(name) or name.startswith(".") or os.path.exists(name)
@@ -127,9 +150,9 @@ def main(argv: list[str] | None = None) -> int:
     # Loading bars would break the one-line error contract; the transcription bar is this command's own.
     transformers_logging.disable_progress_bar()
     try:
-        transcribe(args)
-    except (OSError, ValueError) as error:
-        # Bad input (a file, a task, a rate, a model folder): one line that names it, no traceback.
+        {"transcribe": transcribe, "crop": crop}[args.command](args)
+    except (OSError, ValueError, ImportError) as error:
+        # Bad input (a file, a task, a rate, a model folder) or a missing extra: one line that names it.
         print(f"omni-avsr: error: {' '.join(str(error).split())}", file=sys.stderr)
         return 1
     return 0

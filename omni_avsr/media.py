@@ -1,9 +1,11 @@
 """Decode lip-reading clips into the arrays Omni-AVSR consumes: 16 kHz mono audio and 25 fps frames.
 
 This module is copied into Hub repositories as custom code, so it stays flat and imports only third-party
-libraries (numpy, soundfile, soxr, PyAV, and decord when installed).
+libraries (numpy, soundfile, soxr, PyAV, and decord when installed). Face videos are cropped to the mouth by the
+optional `omni_avsr.cropping` (`pip install 'omni-avsr[crop]'`), imported by name only when a face video comes in.
 """
 
+import importlib
 import os
 import warnings
 from dataclasses import dataclass
@@ -19,6 +21,8 @@ VIDEO_FPS = 25.0
 SAMPLES_PER_FRAME = 640  # SAMPLING_RATE / VIDEO_FPS: one video frame spans 640 audio samples
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".m4a")
 MAX_DURATION_MISMATCH_S = 1.0
+MAX_MOUTH_CROP_SIDE = 128
+CROP_EXTRA = "pip install 'omni-avsr[crop]'"
 
 # ITU-R 601-2 luma weights, the ones torchvision's Grayscale applies in the reference pipeline.
 _LUMA_WEIGHTS = np.array([0.2989, 0.587, 0.114], dtype=np.float32)
@@ -44,7 +48,14 @@ class Clip:
     fps: float | None = VIDEO_FPS
 
 
-def load_clip(path: str | os.PathLike, *, audio: bool = True, video: bool = True, grayscale: bool = True) -> Clip:
+def load_clip(
+    path: str | os.PathLike,
+    *,
+    audio: bool = True,
+    video: bool = True,
+    grayscale: bool = True,
+    crop_mouth: bool | str = "auto",
+) -> Clip:
     """Decode a clip the way the reference recipe feeds it to the model.
 
     Video files (`.mp4`, ...) give frames resampled to 25 fps (grayscale by default, which is what the video
@@ -53,20 +64,32 @@ def load_clip(path: str | os.PathLike, *, audio: bool = True, video: bool = True
     reference does; a warning names the file when the two durations differ by more than one second. Audio files
     (`.wav`, `.flac`, ...) give audio only.
 
+    `crop_mouth` says whether the frames become 96×96 mouth crops (`omni_avsr.cropping`, the `crop` extra):
+    `"auto"` crops face videos and keeps clips that are already mouth crops as they are (the rule is
+    `is_mouth_crop`), `True` always crops, `False` never does.
+
     Raises:
         FileNotFoundError: the file does not exist.
-        ValueError: the file cannot be decoded, or lacks the requested stream.
+        ValueError: the file cannot be decoded, or lacks the requested stream; no face in a face video.
+        ImportError: a face video to crop without the `crop` extra installed.
     """
     path = os.fspath(path)
     if not (audio or video):
         raise ValueError(f"Nothing to load from {path}: both audio and video are disabled.")
+    if crop_mouth not in ("auto", True, False):
+        raise ValueError(f"crop_mouth must be 'auto', True or False, got {crop_mouth!r}.")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"Media file not found: {path}")
 
     if path.lower().endswith(AUDIO_EXTENSIONS):
         return Clip(path=path, audio=load_audio(path) if audio else None, frames=None, fps=None)
 
-    frames = _decode_frames(path, grayscale) if video else None
+    frames = _decode_frames(path) if video else None
+    if frames is not None:
+        if crop_mouth is True or (crop_mouth == "auto" and not is_mouth_crop(*frames.shape[1:3])):
+            frames = crop_mouths(frames, path)
+        if grayscale:
+            frames = _to_grayscale(frames)
     waveform = load_audio(path) if audio else None
     if frames is not None and waveform is not None:
         waveform = align_audio_to_frames(waveform, len(frames), path)
@@ -126,12 +149,47 @@ def _decode_audio_stream(path: str) -> tuple[np.ndarray, int]:
     return np.concatenate(chunks, axis=1), sampling_rate
 
 
-def _decode_frames(path: str, grayscale: bool) -> np.ndarray:
+def is_mouth_crop(height: int, width: int) -> bool:
+    """Whether frames of this size are mouth crops already: the one rule `load_clip` and the processor apply.
+
+    Mouth-crop clips are small (auto-avsr's preprocessing and Mini-LRS write 96×96), face videos are not (LRS2 and
+    LRS3 face tracks are 224×224, a webcam 640×480), so frames at most 128 pixels on either side count as mouth crops.
+    """
+    return max(height, width) <= MAX_MOUTH_CROP_SIDE
+
+
+def not_a_mouth_crop_error(name: str, height: int, width: int) -> ValueError:
+    """The error for face-video frames where mouth crops are expected, saying how to crop them."""
+    return ValueError(
+        f"{name} frames are {height}×{width}: face video, not mouth crops (at most {MAX_MOUTH_CROP_SIDE}×"
+        f"{MAX_MOUTH_CROP_SIDE}, e.g. auto-avsr's 96×96). Crop the mouth first: omni_avsr.load_clip(path) does it for "
+        "a face video file, omni_avsr.cropping.crop_mouths(frames) for frames, `omni-avsr crop IN.mp4 OUT.mp4` "
+        f"writes a mouth video ({CROP_EXTRA})."
+    )
+
+
+def crop_mouths(frames: np.ndarray, path: str) -> np.ndarray:
+    """The 96×96 mouth crops of a face video's frames, by the optional `omni_avsr.cropping`.
+
+    Imported by name here, not at the top: this file is copied into Hub repositories, which must load without the
+    extra (and transformers checks that every module a copied file imports is installed).
+    """
     try:
-        frames = _decode_frames_with_decord(path)
+        cropping = importlib.import_module("omni_avsr.cropping")
+    except ImportError as error:
+        height, width = frames.shape[1:3]
+        raise ImportError(
+            f"{path} is a face video ({height}×{width} frames); cropping its mouth needs the optional extra: "
+            f"{CROP_EXTRA} ({error})."
+        ) from error
+    return cropping.crop_mouths(frames, source=path)
+
+
+def _decode_frames(path: str) -> np.ndarray:
+    try:
+        return _decode_frames_with_decord(path)
     except Exception:  # decord missing or failing (it raises RuntimeError or DECORDError): PyAV gets the last word
-        frames = _decode_frames_with_pyav(path)
-    return _to_grayscale(frames) if grayscale else frames
+        return _decode_frames_with_pyav(path)
 
 
 def _to_grayscale(frames: np.ndarray) -> np.ndarray:

@@ -20,7 +20,7 @@ from .configuration_omni_avsr import (
     default_task,
     pad_rows,
 )
-from .media import align_audio_to_frames
+from .media import align_audio_to_frames, is_mouth_crop, not_a_mouth_crop_error
 
 
 SAMPLING_RATE = 16000
@@ -357,6 +357,8 @@ class OmniAVSRProcessor(ProcessorMixin):
         crop = self.video_crop_size
         if num_frames == 0:
             raise ValueError(f"videos[{index}] has no frames.")
+        if not is_mouth_crop(height, width):
+            raise not_a_mouth_crop_error(f"videos[{index}]", height, width)
         if height < crop or width < crop:
             raise ValueError(
                 f"videos[{index}] frames are {height}×{width}; expected mouth crops of at least {crop}×{crop} "

@@ -133,7 +133,7 @@ def test_collator_batch_from_the_real_clip_equals_the_processor(processor, real_
     dataset = load_lrs_dataset(tmp_path, "test.csv")
     row = dataset[0]
     assert row["text"] == "so, it's a test – naïve"
-    assert row["frames"].shape == (155, 224, 224) and row["audio"].shape == (99200,)
+    assert row["frames"].shape == (155, 96, 96) and row["audio"].shape == (99200,)
     batch = OmniAVSRDataCollator(processor)([row])
     clip = load_clip(real_clip_path)
     expected = processor(audio=[clip.audio], videos=[clip.frames], text=[row["text"]], sampling_rate=16000)

@@ -1,0 +1,48 @@
+"""Mouth videos on disk in the auto-avsr layout: a 96×96 25 fps `.mp4` and the 16 kHz mono `.wav` beside it."""
+
+import os
+from pathlib import Path
+
+import numpy as np
+import soundfile
+
+from ..data.mini_lrs_render import write_mp4
+from ..media import SAMPLING_RATE, VIDEO_FPS, load_clip
+from ..pipeline_omni_avsr import media_in_file
+from .mouth_cropper import MouthCropper, MouthCrops
+
+
+def write_mouth_video(video_path: str | os.PathLike, frames: np.ndarray, audio: np.ndarray | None) -> Path | None:
+    """Write RGB mouth frames as H.264 and, when given, the waveform as 16-bit PCM beside it (same stem, `.wav`).
+
+    Each file is written under a temporary name and renamed, the video last: a video that exists is complete, and
+    so is its audio. Returns the audio's path, or None without audio.
+    """
+    video_path = Path(video_path)
+    video_path.parent.mkdir(parents=True, exist_ok=True)
+    audio_path = None
+    if audio is not None:
+        audio_path = video_path.with_suffix(".wav")
+        partial_audio = audio_path.with_name(f".{audio_path.name}.partial")
+        soundfile.write(partial_audio, audio, SAMPLING_RATE, subtype="PCM_16", format="WAV")
+        os.replace(partial_audio, audio_path)
+    partial_video = video_path.with_name(f".{video_path.name}.partial")
+    write_mp4(partial_video, frames, fps=int(VIDEO_FPS))
+    os.replace(partial_video, video_path)
+    return audio_path
+
+
+def crop_video_file(
+    input_path: str | os.PathLike, output_path: str | os.PathLike, cropper: MouthCropper | None = None
+) -> tuple[MouthCrops, Path | None]:
+    """Crop the mouth out of a face video file into `output_path` (+ its `.wav` when the input has audio).
+
+    Returns the crops and the path of the `.wav` written (None for a silent video).
+    """
+    input_path = os.fspath(input_path)
+    if os.path.abspath(input_path) == os.path.abspath(output_path):
+        raise ValueError(f"The output {output_path} would overwrite the input video; give another path.")
+    has_audio = "audio" in media_in_file(input_path)
+    clip = load_clip(input_path, audio=has_audio, grayscale=False, crop_mouth=False)
+    crops = (cropper or MouthCropper())(clip.frames, source=input_path)
+    return crops, write_mouth_video(output_path, crops.frames, clip.audio)
