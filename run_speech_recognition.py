@@ -23,10 +23,7 @@ wer_vs_tokens.png into --output_dir.
 
 import json
 import logging
-import os
 from pathlib import Path
-
-from transformers.trainer_utils import get_last_checkpoint
 
 from omni_avsr.data.collator import OmniAVSRDataCollator
 from omni_avsr.configuration_omni_avsr import TASK_MODALITIES, OmniAVSRConfig
@@ -39,6 +36,7 @@ from omni_avsr.training.arguments import (
     parse_recipe_and_flags,
 )
 from omni_avsr.training.assembly import build_model_and_processor
+from omni_avsr.training.checkpoints import checkpoint_to_resume
 from omni_avsr.training.datasets import load_test_dataset, load_train_dataset, start_run
 from omni_avsr.training.evaluation import evaluate_wer, evaluation_cells, write_report
 from omni_avsr.training.trainer import OmniAVSRTrainer
@@ -97,12 +95,7 @@ def main():
     )
 
     if training_args.do_train:
-        checkpoint = training_args.resume_from_checkpoint
-        if checkpoint is None and os.path.isdir(training_args.output_dir):
-            checkpoint = get_last_checkpoint(training_args.output_dir)
-            if checkpoint is not None:
-                logger.info("Resuming from %s, the last checkpoint in --output_dir", checkpoint)
-        result = trainer.train(resume_from_checkpoint=checkpoint)
+        result = trainer.train(resume_from_checkpoint=checkpoint_to_resume(training_args))
         if training_args.world_size > 1:
             fingerprint = trainer.check_replicas_in_sync()
             logger.warning("Rank %d: DDP replicas identical, weight fingerprint %s", training_args.process_index, fingerprint)
