@@ -78,7 +78,7 @@ def load_clip(
     path = os.fspath(path)
     if not (audio or video):
         raise ValueError(f"Nothing to load from {path}: both audio and video are disabled.")
-    _check_is_file(path)
+    check_media_file(path)
 
     if path.lower().endswith(AUDIO_EXTENSIONS):
         return Clip(path=path, audio=load_audio(path, max_seconds=max_seconds) if audio else None, frames=None, fps=None)
@@ -101,7 +101,7 @@ def load_audio(path: str | os.PathLike, *, max_seconds: float | None = None) -> 
     `max_seconds`, longer audio is refused from its announced length before it is decoded, and exactly after.
     """
     path = os.fspath(path)
-    _check_is_file(path)
+    check_media_file(path)
     if not path.lower().endswith(AUDIO_EXTENSIONS):
         sibling_wav = os.path.splitext(path)[0] + ".wav"
         if os.path.isfile(sibling_wav):
@@ -126,7 +126,8 @@ def load_audio(path: str | os.PathLike, *, max_seconds: float | None = None) -> 
     return np.ascontiguousarray(waveform, dtype=np.float32)
 
 
-def _check_is_file(path: str) -> None:
+def check_media_file(path: str) -> None:
+    """Refuse a path that is missing or a folder, saying which."""
     if os.path.isdir(path):
         raise IsADirectoryError(f"{path} is a folder; expected a media file (.mp4, .wav, ...).")
     if not os.path.isfile(path):
