@@ -267,11 +267,14 @@ def _decode_frames_with_decord(path: str, grayscale: bool, max_frames: int | Non
     indices = _frame_indices_at_target_fps(len(reader), reader.get_avg_fps(), path)
     if max_frames is not None and len(indices) > max_frames:
         raise _clip_too_long(path, max_frames / VIDEO_FPS, len(indices) / VIDEO_FPS)
-    chunks = [
-        reader.get_batch(indices[start : start + _DECODE_CHUNK_FRAMES]).asnumpy()
-        for start in range(0, len(indices), _DECODE_CHUNK_FRAMES)
-    ]
-    return np.concatenate([_to_grayscale(chunk) for chunk in chunks] if grayscale else chunks)
+    frames = None
+    for start in range(0, len(indices), _DECODE_CHUNK_FRAMES):
+        chunk = reader.get_batch(indices[start : start + _DECODE_CHUNK_FRAMES]).asnumpy()
+        chunk = _to_grayscale(chunk) if grayscale else chunk
+        if frames is None:
+            frames = np.empty((len(indices), *chunk.shape[1:]), dtype=np.uint8)
+        frames[start : start + len(chunk)] = chunk
+    return frames
 
 
 def _decode_frames_with_pyav(path: str, grayscale: bool, max_frames: int | None) -> np.ndarray:
@@ -299,7 +302,7 @@ def _decode_frames_with_pyav(path: str, grayscale: bool, max_frames: int | None)
     indices = _frame_indices_at_target_fps(len(frames), fps, path)
     if max_frames is not None and len(indices) > max_frames:
         raise _clip_too_long(path, max_frames / VIDEO_FPS, len(indices) / VIDEO_FPS)
-    return np.stack(frames)[indices]
+    return np.stack([frames[index] for index in indices])
 
 
 def _frame_indices_at_target_fps(num_frames: int, fps: float, path: str) -> np.ndarray:
