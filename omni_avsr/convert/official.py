@@ -43,6 +43,8 @@ def load_official_state_dict(paths: list[Path]) -> dict[str, torch.Tensor]:
     """Merge `.safetensors` / `.pt` / `.pth` / `.ckpt` files (plain state dicts or Lightning checkpoints) into one dict."""
     state_dict = {}
     for path in paths:
+        if path.is_dir():
+            raise IsADirectoryError(f"{path} is a folder; expected a checkpoint file (.safetensors, .pt, .pth, .ckpt).")
         if not path.is_file():
             raise FileNotFoundError(f"Checkpoint not found: {path}")
         try:
@@ -50,7 +52,7 @@ def load_official_state_dict(paths: list[Path]) -> dict[str, torch.Tensor]:
                 part = load_file(path)
             else:
                 part = torch.load(path, map_location="cpu", weights_only=True)
-        except (SafetensorError, RuntimeError, EOFError, pickle.UnpicklingError) as error:
+        except (SafetensorError, OSError, RuntimeError, EOFError, pickle.UnpicklingError) as error:
             raise ValueError(
                 f"{path} cannot be read as a checkpoint ({' '.join(str(error).split())[:200]}); expected a complete "
                 "safetensors file or a torch state dict (a file cut short by an interrupted download fails so)."
