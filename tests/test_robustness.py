@@ -71,13 +71,17 @@ def test_rerun_keeps_earlier_results_and_transcribes_only_the_rest(model_dir, me
     assert [(record["path"], record["audio_rate"]) for record in records] == [(first, 4), (second, 4), (first, 16)]
 
 
-def test_a_write_cut_mid_line_is_redone_and_nothing_else_is_touched(model_dir, media_dir, tmp_path):
+def test_a_write_cut_mid_line_is_redone_and_nothing_else_is_touched(model_dir, media_dir, tmp_path, capsys):
     output = tmp_path / "results.jsonl"
     first, second = str(media_dir / "first.mp4"), str(media_dir / "second.mp4")
     assert transcribe(first, second, "--model", model_dir, "--output", output) == 0
     complete = output.read_text().splitlines(keepends=True)
     output.write_text(complete[0] + complete[1][:25])  # killed while writing the second line
+    capsys.readouterr()
     assert transcribe(first, second, "--model", model_dir, "--output", output) == 0
+    captured = capsys.readouterr()
+    assert "dropping its incomplete last line" in captured.err and "1 of 2 files already have results" in captured.err
+    assert captured.out.splitlines() == [f"{second}\t{json.loads(complete[1])['text']}"]
     assert output.read_text() == "".join(complete)
 
 
