@@ -15,14 +15,12 @@ decoded greedily and its WER written to lip_reading_results.json.
 
 import json
 import logging
-import os
 from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import WhisperFeatureExtractor
-from transformers.trainer_utils import get_last_checkpoint
 
 from omni_avsr.configuration_avhubert import AVHubertVideoConfig
 from omni_avsr.data.collator import OmniAVSRDataCollator
@@ -34,6 +32,7 @@ from omni_avsr.training.arguments import (
     OmniAVSRTrainingArguments,
     parse_recipe_and_flags,
 )
+from omni_avsr.training.checkpoints import checkpoint_to_resume
 from omni_avsr.training.datasets import load_test_dataset, load_train_dataset, start_run
 from omni_avsr.training.evaluation import word_error_rate
 from omni_avsr.training.tokenizer import train_bpe_tokenizer
@@ -86,9 +85,7 @@ def main():
     train_dataset = None
     if training_args.do_train:
         train_dataset = load_train_dataset(data_args, ("video",), training_args.seed)
-    checkpoint = training_args.resume_from_checkpoint
-    if checkpoint is None and training_args.do_train and os.path.isdir(training_args.output_dir):
-        checkpoint = get_last_checkpoint(training_args.output_dir)
+    checkpoint = checkpoint_to_resume(training_args) if training_args.do_train else None
     training_texts = train_dataset.with_format(None)["text"] if train_dataset is not None else None
     model, processor = build_lip_reader(
         model_args, training_texts, checkpoint if training_args.do_train else training_args.output_dir

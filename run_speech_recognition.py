@@ -23,11 +23,9 @@ wer_vs_tokens.png into --output_dir.
 
 import json
 import logging
-import os
 from pathlib import Path
 
-from transformers.trainer_utils import get_last_checkpoint
-
+from omni_avsr.command_line import write_text_atomically
 from omni_avsr.data.collator import OmniAVSRDataCollator
 from omni_avsr.configuration_omni_avsr import TASK_MODALITIES, OmniAVSRConfig
 from omni_avsr.data.lrs import load_lrs_dataset
@@ -39,8 +37,9 @@ from omni_avsr.training.arguments import (
     parse_recipe_and_flags,
 )
 from omni_avsr.training.assembly import build_model_and_processor
+from omni_avsr.training.checkpoints import checkpoint_to_resume
 from omni_avsr.training.datasets import load_test_dataset, load_train_dataset, start_run
-from omni_avsr.training.evaluation import evaluate_wer, evaluation_cells, write_report
+from omni_avsr.training.evaluation import evaluate_wer, evaluation_cells, measurement_record, write_report
 from omni_avsr.training.trainer import OmniAVSRTrainer
 
 
@@ -97,12 +96,7 @@ def main():
     )
 
     if training_args.do_train:
-        checkpoint = training_args.resume_from_checkpoint
-        if checkpoint is None and os.path.isdir(training_args.output_dir):
-            checkpoint = get_last_checkpoint(training_args.output_dir)
-            if checkpoint is not None:
-                logger.info("Resuming from %s, the last checkpoint in --output_dir", checkpoint)
-        result = trainer.train(resume_from_checkpoint=checkpoint)
+        result = trainer.train(resume_from_checkpoint=checkpoint_to_resume(training_args))
         if training_args.world_size > 1:
             fingerprint = trainer.check_replicas_in_sync()
             logger.warning("Rank %d: DDP replicas identical, weight fingerprint %s", training_args.process_index, fingerprint)
@@ -122,17 +116,22 @@ def predict(model, processor, data_args: DataArguments, training_args, used_moda
     test_dataset = load_test_dataset(data_args, used_modalities)
     noise = load_audio(data_args.noise_path) if data_args.noise_path is not None else None
     cells = evaluation_cells(model.config, [None, *data_args.eval_snrs], data_args.eval_tasks)
+    decoding = {"num_beams": data_args.num_beams, "max_new_tokens": data_args.max_new_tokens}
+    measured_on = measurement_record(
+        test_dataset, data_args.data_root, data_args.test_labels, "test", model.name_or_path or training_args.output_dir,
+        decoding, noise_path=data_args.noise_path if data_args.eval_snrs else None, noise_seed=training_args.seed,
+    )
     rows = evaluate_wer(
         model, processor, test_dataset, cells, noise=noise, batch_size=data_args.decode_batch_size,
         num_workers=training_args.dataloader_num_workers, seed=training_args.seed,
-        output_dir=training_args.output_dir, num_beams=data_args.num_beams, max_new_tokens=data_args.max_new_tokens,
+        output_dir=training_args.output_dir, measured_on=measured_on, **decoding,
     )
     markdown = write_report(rows, training_args.output_dir)
     floor_file = Path(data_args.data_root) / "lip_reading_floor.json"
     if floor_file.exists():
         floor = json.loads(floor_file.read_text())
         markdown += f"\nLip-reading floor of this corpus (best possible VSR WER from the visemes): {floor['wer_percent']:.1f} %\n"
-        (Path(training_args.output_dir) / "results.md").write_text(markdown)
+        write_text_atomically(Path(training_args.output_dir) / "results.md", markdown)
     print(markdown)
     print(f"Plot: {Path(training_args.output_dir) / 'wer_vs_tokens.png'}")
 

@@ -1,16 +1,20 @@
 """The `omni-avsr` console command: transcribe lip-reading clips with an Omni-AVSR model, crop face videos."""
 
 import argparse
-import json
 import os
 import sys
 
+import torch
+from safetensors import SafetensorError
 from tqdm.auto import tqdm
 from transformers import AutoModelForSpeechSeq2Seq, AutoProcessor
 from transformers.utils import logging as transformers_logging
 
+from .command_line import EXPECTED_ERRORS, report_error
 from .configuration_omni_avsr import TASK_MODALITIES, TASKS
+from .media import check_media_file
 from .pipeline_omni_avsr import AudioVisualSpeechRecognitionPipeline
+from .transcription_results import TranscriptionResults
 
 
 TRANSCRIBE_DESCRIPTION = """\
@@ -46,8 +50,14 @@ examples:
   omni-avsr transcribe clips/*.mp4 --model ./Omni-AVSR-ST --task avsr --audio-rate 4 --video-rate 2 \\
       --batch-size 8 --output results.jsonl
 
-One file prints its transcript; several print one "path<TAB>transcript" line each. --output also writes one
-JSON line per file (path, text, task, rates), as each finishes."""
+One file prints its transcript; several print one "path<TAB>transcript" line each. A file that cannot be
+transcribed is reported on stderr and the others go on; the exit status is then 1.
+
+--output RESULTS.jsonl also writes one JSON line per file (path, text, task, rates, options), appended and
+flushed as each finishes. Lines already in the file are kept: a rerun into the same file transcribes only the
+files that have no line made with the same options, so rerunning an interrupted command finishes it. The
+output may not be one of the inputs (nor a video's sibling .wav), and an existing file that is not such a
+results file is refused, never overwritten."""
 
 
 class OneLineErrorParser(argparse.ArgumentParser):
@@ -73,12 +83,15 @@ def build_parser() -> argparse.ArgumentParser:
     transcribe.add_argument("--model", required=True, metavar="DIR_OR_ID", help="model folder or Hugging Face Hub id")
     option = transcribe.add_argument
     option("--task", choices=TASKS, help="asr, vsr or avsr (default: from each file's media)")
-    option("--audio-rate", type=int, metavar="RATE", help="audio compression rate (default: the model's finest)")
-    option("--video-rate", type=int, metavar="RATE", help="video compression rate (default: the model's finest)")
-    option("--num-beams", type=int, metavar="N", help="beam size (default: the model's generation config)")
-    option("--max-new-tokens", type=int, metavar="N", help="longest transcript (default: the generation config)")
-    option("--batch-size", type=int, default=1, metavar="N", help="clips decoded together (default: 1)")
-    option("--output", metavar="RESULTS.jsonl", help="also write one JSON line per file to this path")
+    option("--audio-rate", type=positive_int, metavar="RATE", help="audio compression rate (default: the model's finest)")
+    option("--video-rate", type=positive_int, metavar="RATE", help="video compression rate (default: the model's finest)")
+    option("--num-beams", type=positive_int, metavar="N", help="beam size (default: the model's generation config)")
+    option("--max-new-tokens", type=positive_int, metavar="N", help="longest transcript (default: the generation config)")
+    option("--batch-size", type=positive_int, default=1, metavar="N", help="clips decoded together (default: 1)")
+    option(
+        "--output", metavar="RESULTS.jsonl",
+        help="append one JSON line per file to this path; a rerun keeps its lines and skips the files already in it",
+    )
     option("--device", help="cpu, cuda, cuda:1, ... (default: the first GPU if any, else cpu)")
     crop = commands.add_parser("crop", help="crop the mouth out of a face video", description=CROP_DESCRIPTION)
     crop.add_argument("input", metavar="IN.mp4", help="face video")
@@ -86,34 +99,58 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def transcribe(args: argparse.Namespace) -> None:
-    missing = [path for path in args.files if not os.path.isfile(path)]
-    if missing:
-        raise FileNotFoundError(f"Media file not found: {', '.join(missing)}")
+def positive_int(value: str) -> int:
+    """argparse type: a whole number ≥ 1 (beams, tokens, batch sizes and rates cannot be 0 or negative)."""
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid int value: {value!r} (expected a whole number ≥ 1)") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not ≥ 1 (expected a whole number ≥ 1)")
+    return number
+
+
+def transcribe(args: argparse.Namespace) -> int:
+    """Transcribe every file; returns the number of files that failed (each reported on stderr)."""
+    for path in args.files:
+        check_media_file(path)
+    results = TranscriptionResults(args.output, args.files) if args.output else None
+    device = _check_device(args.device)
     args.model = os.path.expanduser(args.model)
-    if _is_local_path(args.model) and not os.path.isdir(args.model):
-        raise FileNotFoundError(
-            f"Model folder not found: {args.model} (expected a folder with config.json or a Hub id such as "
-            "org/Omni-AVSR-ST)."
-        )
-    model = AutoModelForSpeechSeq2Seq.from_pretrained(args.model).eval()
-    processor = AutoProcessor.from_pretrained(args.model)
+    model, processor = _load_model_and_processor(args.model)
     transcriber = AudioVisualSpeechRecognitionPipeline(
-        model=model, processor=processor, device=args.device, batch_size=args.batch_size
+        model=model, processor=processor, device=device, batch_size=args.batch_size
     )
     options = {"num_beams": args.num_beams, "max_new_tokens": args.max_new_tokens, "task": args.task}
     rates = {"audio": args.audio_rate, "video": args.video_rate}
     options.update({f"{modality}_rate": rate for modality, rate in rates.items()})
-    # A generator makes the pipeline stream: every result is printed and saved as soon as its batch is done.
-    results = transcriber(
-        (path for path in args.files), **{name: value for name, value in options.items() if value is not None}
-    )
-    output = open(args.output, "w", encoding="utf-8") if args.output else None
+    # What a results line records as the request, and what decides whether a rerun skips the file.
+    requested = {"model": os.path.realpath(args.model) if _is_local_path(args.model) else args.model, **options}
+    pending = [path for path in args.files if results is None or not results.is_done(path, requested)]
+    if len(pending) < len(args.files):
+        print(
+            f"omni-avsr: {len(args.files) - len(pending)} of {len(args.files)} files already have results with these "
+            f"options in {args.output}; transcribing the other {len(pending)}.",
+            file=sys.stderr,
+        )
+    call_options = {name: value for name, value in options.items() if value is not None}
+    # Checked once, before any file: a bad option (a task or rate the model lacks) is not a bad file.
+    if args.task is not None:
+        model.config.check_task(args.task)
+    for modality, rate in rates.items():
+        if rate is not None:
+            model.config.check_rate(modality, rate)
+    failed = 0
     try:
-        progress = tqdm(zip(args.files, results), total=len(args.files), desc="Transcribing", unit="file", disable=None)
-        for path, result in progress:
+        progress = tqdm(total=len(pending), desc="Transcribing", unit="file", disable=None)
+        for path, result, error in _transcribe_each(transcriber, pending, call_options, args.batch_size):
+            progress.update()
+            if error is not None:
+                failed += 1
+                progress.write(f"omni-avsr: error: {path}: {' '.join(str(error).split())}", file=sys.stderr)
+                continue
             progress.write(result["text"] if len(args.files) == 1 else f"{path}\t{result['text']}", file=sys.stdout)
-            if output is not None:
+            if results is not None:
                 used_rates = {
                     f"{modality}_rate": model.config.check_rate(modality, rate)
                     if modality in TASK_MODALITIES[result["task"]]
@@ -121,11 +158,86 @@ def transcribe(args: argparse.Namespace) -> None:
                     for modality, rate in rates.items()
                 }
                 record = {"path": path, "text": result["text"], "task": result["task"], **used_rates}
-                output.write(json.dumps(record) + "\n")
-                output.flush()
+                results.append({**record, "options": requested})
+        progress.close()
     finally:
-        if output is not None:
-            output.close()
+        if results is not None:
+            results.close()
+    return failed
+
+
+def _transcribe_each(transcriber, paths: list[str], options: dict, batch_size: int):
+    """Yield `(path, result, None)` per file, or `(path, None, error)` for a file that cannot be transcribed.
+
+    The pipeline streams batches; an expected error stops its stream inside the batch that holds the bad file, so that
+    batch is redone one file at a time and the stream restarts after it: a bad file costs only its own result.
+    """
+    position = 0
+    while position < len(paths):
+        try:
+            for result in transcriber((path for path in paths[position:]), **options):
+                yield paths[position], result, None
+                position += 1
+        except EXPECTED_ERRORS:
+            for path in paths[position : position + batch_size]:
+                try:
+                    result = transcriber(path, **options)
+                except EXPECTED_ERRORS as error:
+                    yield path, None, error
+                else:
+                    yield path, result, None
+                position += 1
+
+
+def _check_device(name: str | None) -> str | None:
+    """`--device` checked before the model loads: a name torch knows, of a device this machine has."""
+    if name is None:
+        return None
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"--device {name!r} is not a device name; expected cpu, cuda, cuda:N, mps, ...") from None
+    if device.type == "cpu":
+        return name
+    backend = getattr(torch, device.type, None)
+    if backend is None or not hasattr(backend, "is_available") or not backend.is_available():
+        raise ValueError(f"--device {name}: this machine has no {device.type} device; expected cpu or a device it has.")
+    count = backend.device_count() if hasattr(backend, "device_count") else 1
+    if device.index is not None and device.index >= count:
+        raise ValueError(
+            f"--device {name}: this machine has {count} {device.type} device(s), {device.type}:0 to "
+            f"{device.type}:{count - 1}."
+        )
+    return name
+
+
+def _load_model_and_processor(name: str):
+    """The model and processor, with failures that name the folder and what is wrong in it."""
+    if _is_local_path(name) and not os.path.isdir(name):
+        raise FileNotFoundError(
+            f"Model folder not found: {name} (expected a folder with config.json or a Hub id such as "
+            "org/Omni-AVSR-ST)."
+        )
+    try:
+        model = AutoModelForSpeechSeq2Seq.from_pretrained(name).eval()
+    except SafetensorError as error:
+        raise OSError(
+            f"{name}: the model weights cannot be read ({error}); expected complete .safetensors files (a copy or "
+            "download cut short?)."
+        ) from error
+    try:
+        processor = AutoProcessor.from_pretrained(name)
+    except (*EXPECTED_ERRORS, TypeError) as error:
+        missing = [
+            file for file in ("processor_config.json", "tokenizer_config.json", "tokenizer.json")
+            if os.path.isdir(name) and not os.path.isfile(os.path.join(name, file))
+        ]
+        absent = f" (the folder has no {', '.join(missing)})" if missing else ""
+        raise OSError(
+            f"{name}: the processor cannot be loaded{absent}: {error}; expected the processor and tokenizer files "
+            "save_pretrained writes."
+        ) from error
+    return model, processor
 
 
 def crop(args: argparse.Namespace) -> None:
@@ -150,12 +262,17 @@ def main(argv: list[str] | None = None) -> int:
     # Loading bars would break the one-line error contract; the transcription bar is this command's own.
     transformers_logging.disable_progress_bar()
     try:
-        {"transcribe": transcribe, "crop": crop}[args.command](args)
-    except (OSError, ValueError, ImportError) as error:
+        if args.command == "crop":
+            crop(args)
+            return 0
+        failed = transcribe(args)
+    except EXPECTED_ERRORS as error:
         # Bad input (a file, a task, a rate, a model folder) or a missing extra: one line that names it.
-        print(f"omni-avsr: error: {' '.join(str(error).split())}", file=sys.stderr)
-        return 1
-    return 0
+        return report_error("omni-avsr", error)
+    if failed and len(args.files) > 1:
+        where = f"; the others are in {args.output}" if args.output else ""
+        return report_error("omni-avsr", ValueError(f"{failed} of {len(args.files)} files failed (see above){where}."))
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

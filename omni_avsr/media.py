@@ -23,6 +23,12 @@ AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".m4a")
 MAX_DURATION_MISMATCH_S = 1.0
 MAX_MOUTH_CROP_SIDE = 128
 CROP_EXTRA = "pip install 'omni-avsr[crop]'"
+MAX_CLIP_SECONDS = 30.0
+"""The longest clip Omni-AVSR transcribes: the Whisper encoder's window (480,000 samples at 16 kHz). Video-only clips
+are held to the same limit (750 frames at 25 fps), so that every task accepts the same clips."""
+# A container's announced duration may be off by a few frames: only a clearly longer one is refused before decoding;
+# the decoded length is then checked exactly.
+_DURATION_METADATA_SLACK_S = 1.0
 
 # ITU-R 601-2 luma weights, the ones torchvision's Grayscale applies in the reference pipeline.
 _LUMA_WEIGHTS = np.array([0.2989, 0.587, 0.114], dtype=np.float32)
@@ -55,6 +61,7 @@ def load_clip(
     video: bool = True,
     grayscale: bool = True,
     crop_mouth: bool | str = "auto",
+    max_seconds: float | None = MAX_CLIP_SECONDS,
 ) -> Clip:
     """Decode a clip the way the reference recipe feeds it to the model.
 
@@ -68,9 +75,15 @@ def load_clip(
     `"auto"` crops face videos and keeps clips that are already mouth crops as they are (the rule is
     `is_mouth_crop`), `True` always crops, `False` never does.
 
+    Clips longer than `max_seconds` (default: `MAX_CLIP_SECONDS`, the model's window) are refused, from the
+    container's announced duration before anything is decoded and exactly while decoding, which stops there; `None`
+    decodes any length.
+
     Raises:
         FileNotFoundError: the file does not exist.
-        ValueError: the file cannot be decoded, or lacks the requested stream; no face in a face video.
+        IsADirectoryError: the path is a folder.
+        ValueError: the file cannot be decoded, lacks the requested stream, or is longer than `max_seconds`; no
+            face in a face video.
         ImportError: a face video to crop without the `crop` extra installed.
     """
     path = os.fspath(path)
@@ -78,38 +91,37 @@ def load_clip(
         raise ValueError(f"Nothing to load from {path}: both audio and video are disabled.")
     if crop_mouth not in ("auto", True, False):
         raise ValueError(f"crop_mouth must be 'auto', True or False, got {crop_mouth!r}.")
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"Media file not found: {path}")
+    check_media_file(path)
 
     if path.lower().endswith(AUDIO_EXTENSIONS):
-        return Clip(path=path, audio=load_audio(path) if audio else None, frames=None, fps=None)
+        return Clip(path=path, audio=load_audio(path, max_seconds=max_seconds) if audio else None, frames=None, fps=None)
 
-    frames = _decode_frames(path) if video else None
-    if frames is not None:
-        if crop_mouth is True or (crop_mouth == "auto" and not is_mouth_crop(*frames.shape[1:3])):
-            frames = crop_mouths(frames, path)
-        if grayscale:
-            frames = _to_grayscale(frames)
-    waveform = load_audio(path) if audio else None
+    frames = _decode_frames(path, grayscale, max_seconds) if video else None
+    if frames is not None and (crop_mouth is True or (crop_mouth == "auto" and not is_mouth_crop(*frames.shape[1:3]))):
+        frames = crop_mouths(frames, path)
+    waveform = load_audio(path, max_seconds=max_seconds) if audio else None
     if frames is not None and waveform is not None:
         waveform = align_audio_to_frames(waveform, len(frames), path)
     return Clip(path=path, audio=waveform, frames=frames, fps=VIDEO_FPS if frames is not None else None)
 
 
-def load_audio(path: str | os.PathLike) -> np.ndarray:
+def load_audio(path: str | os.PathLike, *, max_seconds: float | None = None) -> np.ndarray:
     """Read a file's audio as a float32 16 kHz mono waveform (channels averaged).
 
     For a video file, the sibling `.wav` with the same stem is read when it exists (the LRS layout), else the
-    container's first audio stream.
+    container's first audio stream. A WAV cut short of the length its header announces is refused. With
+    `max_seconds`, longer audio is refused from its announced length before it is decoded, and exactly after.
     """
     path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"Media file not found: {path}")
+    check_media_file(path)
     if not path.lower().endswith(AUDIO_EXTENSIONS):
         sibling_wav = os.path.splitext(path)[0] + ".wav"
         if os.path.isfile(sibling_wav):
             path = sibling_wav
 
+    _check_wav_is_complete(path)
+    if max_seconds is not None:
+        _check_announced_duration(path, _announced_audio_seconds(path), max_seconds)
     try:
         samples, sampling_rate = soundfile.read(path, dtype="float32", always_2d=True)
         samples = samples.T
@@ -118,10 +130,86 @@ def load_audio(path: str | os.PathLike) -> np.ndarray:
 
     if samples.shape[1] == 0:
         raise ValueError(f"{path} contains no audio samples.")
+    if max_seconds is not None:
+        _check_duration(path, samples.shape[1] / sampling_rate, max_seconds)
     waveform = samples.mean(axis=0, dtype=np.float32)
     if sampling_rate != SAMPLING_RATE:
         waveform = soxr.resample(waveform, sampling_rate, SAMPLING_RATE)
     return np.ascontiguousarray(waveform, dtype=np.float32)
+
+
+def check_media_file(path: str) -> None:
+    """Refuse a path that is missing or a folder, saying which."""
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"{path} is a folder; expected a media file (.mp4, .wav, ...).")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"Media file not found: {path}")
+
+
+def _check_duration(path: str, seconds: float, max_seconds: float) -> None:
+    if seconds > max_seconds:
+        raise _clip_too_long(path, max_seconds, seconds)
+
+
+def _clip_too_long(path: str, max_seconds: float, seconds: float | None = None) -> ValueError:
+    """The error for a clip past `max_seconds`; `seconds=None` when decoding stopped at the limit."""
+    lasts = f"{seconds:.2f} s" if seconds is not None else f"more than {max_seconds:g} s"
+    return _ClipTooLong(
+        f"{path} lasts {lasts}; Omni-AVSR transcribes clips of up to {max_seconds:g} s (the Whisper encoder's "
+        "window). Split longer recordings into clips."
+    )
+
+
+def _check_announced_duration(path: str, seconds: float | None, max_seconds: float) -> None:
+    """Refuse, before decoding, a file whose container announces clearly more than `max_seconds`."""
+    if seconds is not None and seconds > max_seconds + _DURATION_METADATA_SLACK_S:
+        _check_duration(path, seconds, max_seconds)
+
+
+def _announced_audio_seconds(path: str) -> float | None:
+    """The audio duration a file's header announces, without decoding it (`None` when it announces none)."""
+    try:
+        info = soundfile.info(path)
+        return info.frames / info.samplerate if info.samplerate else None
+    except soundfile.SoundFileError:
+        return _announced_stream_seconds(path, "audio")
+
+
+def _announced_stream_seconds(path: str, kind: str) -> float | None:
+    """The duration the container announces for its first `kind` stream (or for itself), without decoding."""
+    try:
+        with av.open(path) as container:
+            streams = getattr(container.streams, kind)
+            if streams and streams[0].duration is not None and streams[0].time_base is not None:
+                return float(streams[0].duration * streams[0].time_base)
+            return container.duration / av.time_base if container.duration is not None else None
+    except av.error.FFmpegError:
+        return None  # decoding reports what is wrong with the file
+
+
+def _check_wav_is_complete(path: str) -> None:
+    """Refuse a WAV cut short of the audio its header announces.
+
+    Hand-written because libsndfile sizes a WAV by its file length, so a file cut mid-stream reads as a shorter clip
+    without an error; this walks the RIFF chunk headers to the `data` chunk and compares its announced size.
+    """
+    with open(path, "rb") as file:
+        header = file.read(12)
+        if len(header) < 12 or header[:4] != b"RIFF" or header[8:] != b"WAVE":
+            return
+        file_size = os.fstat(file.fileno()).st_size
+        while len(chunk := file.read(8)) == 8:
+            chunk_size = int.from_bytes(chunk[4:], "little")
+            if chunk[:4] == b"data":
+                available = file_size - file.tell()
+                # Streaming writers leave the size at 0 or 0xFFFFFFFF: the length is then unknown, not wrong.
+                if chunk_size not in (0, 0xFFFFFFFF) and available < chunk_size:
+                    raise ValueError(
+                        f"{path} is truncated: its header announces {chunk_size} bytes of audio but the file holds "
+                        f"{available} ({100 * available / chunk_size:.0f} %); it was cut mid-stream, re-export it."
+                    )
+                return
+            file.seek(chunk_size + (chunk_size & 1), os.SEEK_CUR)
 
 
 def _decode_audio_stream(path: str) -> tuple[np.ndarray, int]:
@@ -185,11 +273,23 @@ def crop_mouths(frames: np.ndarray, path: str) -> np.ndarray:
     return cropping.crop_mouths(frames, source=path)
 
 
-def _decode_frames(path: str) -> np.ndarray:
+def _decode_frames(path: str, grayscale: bool, max_seconds: float | None) -> np.ndarray:
+    """25 fps frames; with `max_seconds`, a longer video is refused from its announced duration, else as soon as
+    decoding passes the limit, so that a long or large video is never decoded whole."""
+    max_frames = None
+    if max_seconds is not None:
+        _check_announced_duration(path, _announced_stream_seconds(path, "video"), max_seconds)
+        max_frames = int(max_seconds * VIDEO_FPS + 1e-6)
     try:
-        return _decode_frames_with_decord(path)
+        return _decode_frames_with_decord(path, grayscale, max_frames)
+    except _ClipTooLong:
+        raise
     except Exception:  # decord missing or failing (it raises RuntimeError or DECORDError): PyAV gets the last word
-        return _decode_frames_with_pyav(path)
+        return _decode_frames_with_pyav(path, grayscale, max_frames)
+
+
+class _ClipTooLong(ValueError):
+    """A clip longer than the `max_seconds` it was loaded with (not a decoder failure, so no PyAV retry)."""
 
 
 def _to_grayscale(frames: np.ndarray) -> np.ndarray:
@@ -201,7 +301,11 @@ def _to_grayscale(frames: np.ndarray) -> np.ndarray:
     return np.rint(luma, out=luma).astype(np.uint8)
 
 
-def _decode_frames_with_decord(path: str) -> np.ndarray:
+# Frames converted to grayscale per chunk: the RGB copy of a whole 720p clip would be 2 GB at 30 s.
+_DECODE_CHUNK_FRAMES = 64
+
+
+def _decode_frames_with_decord(path: str, grayscale: bool, max_frames: int | None) -> np.ndarray:
     import decord
 
     # One decoding thread per clip: DataLoader workers provide the parallelism.
@@ -209,23 +313,44 @@ def _decode_frames_with_decord(path: str) -> np.ndarray:
     if len(reader) == 0:
         raise RuntimeError(f"decord found no frames in {path}")
     indices = _frame_indices_at_target_fps(len(reader), reader.get_avg_fps(), path)
-    return reader.get_batch(indices).asnumpy()
+    if max_frames is not None and len(indices) > max_frames:
+        raise _clip_too_long(path, max_frames / VIDEO_FPS, len(indices) / VIDEO_FPS)
+    frames = None
+    for start in range(0, len(indices), _DECODE_CHUNK_FRAMES):
+        chunk = reader.get_batch(indices[start : start + _DECODE_CHUNK_FRAMES]).asnumpy()
+        chunk = _to_grayscale(chunk) if grayscale else chunk
+        if frames is None:
+            frames = np.empty((len(indices), *chunk.shape[1:]), dtype=np.uint8)
+        frames[start : start + len(chunk)] = chunk
+    return frames
 
 
-def _decode_frames_with_pyav(path: str) -> np.ndarray:
+def _decode_frames_with_pyav(path: str, grayscale: bool, max_frames: int | None) -> np.ndarray:
     try:
         with av.open(path) as container:
             if not container.streams.video:
                 raise ValueError(f"{path} contains no video frames (no video stream).")
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"
-            frames = [frame.to_ndarray(format="rgb24") for frame in container.decode(stream)]
             fps = float(stream.average_rate or stream.guessed_rate or 0)
+            # Source frames that can still fit in `max_frames` at 25 fps (with a frame to spare for rounding).
+            max_source_frames = None
+            if max_frames is not None:
+                max_source_frames = int(np.ceil((max_frames + 1) * (fps or VIDEO_FPS) / VIDEO_FPS)) + 1
+            frames = []
+            for frame in container.decode(stream):
+                if max_source_frames is not None and len(frames) == max_source_frames:
+                    raise _clip_too_long(path, max_frames / VIDEO_FPS)
+                image = frame.to_ndarray(format="rgb24")
+                frames.append(_to_grayscale(image) if grayscale else image)
     except av.error.FFmpegError as error:
         raise ValueError(f"Could not decode video from {path}: {error}") from error
     if not frames:
         raise ValueError(f"{path} contains no video frames.")
-    return np.stack(frames)[_frame_indices_at_target_fps(len(frames), fps, path)]
+    indices = _frame_indices_at_target_fps(len(frames), fps, path)
+    if max_frames is not None and len(indices) > max_frames:
+        raise _clip_too_long(path, max_frames / VIDEO_FPS, len(indices) / VIDEO_FPS)
+    return np.stack([frames[index] for index in indices])
 
 
 def _frame_indices_at_target_fps(num_frames: int, fps: float, path: str) -> np.ndarray:

@@ -2,6 +2,7 @@
 line on stderr with a non-zero exit status."""
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -63,11 +64,13 @@ def test_console_command_transcribes_many_files_like_the_pipeline(model_dir, med
     expected = [recognizer(path, audio_rate=16, video_rate=5, num_beams=2) for path in files]
     assert completed.stdout.splitlines() == [f"{path}\t{result['text']}" for path, result in zip(files, expected)]
     records = [json.loads(line) for line in output.read_text().splitlines()]
+    options = {"model": os.path.realpath(model_dir), "num_beams": 2, "max_new_tokens": None, "task": None, "audio_rate": 16,
+               "video_rate": 5}
     assert records == [
-        {"path": files[0], "text": expected[0]["text"], "task": "avsr", "audio_rate": 16, "video_rate": 5},
-        {"path": files[1], "text": expected[1]["text"], "task": "avsr", "audio_rate": 16, "video_rate": 5},
-        {"path": files[2], "text": expected[2]["text"], "task": "vsr", "audio_rate": None, "video_rate": 5},
-        {"path": files[3], "text": expected[3]["text"], "task": "asr", "audio_rate": 16, "video_rate": None},
+        {"path": files[0], "text": expected[0]["text"], "task": "avsr", "audio_rate": 16, "video_rate": 5, "options": options},
+        {"path": files[1], "text": expected[1]["text"], "task": "avsr", "audio_rate": 16, "video_rate": 5, "options": options},
+        {"path": files[2], "text": expected[2]["text"], "task": "vsr", "audio_rate": None, "video_rate": 5, "options": options},
+        {"path": files[3], "text": expected[3]["text"], "task": "asr", "audio_rate": 16, "video_rate": None, "options": options},
     ]
 
 

@@ -123,6 +123,13 @@ def test_predict_writes_every_task_and_rate_cell(mini_corpus, tmp_path):
     noisy = {(row["task"], row["audio_rate"], row["video_rate"]) for row in rows if row["snr_db"] == 0}
     assert noisy == {cell for cell in clean if cell[0] != "vsr"}
     assert all(row["num_words"] > 0 and 0 <= row["wer"] for row in rows)
+    measured_on = rows[0]["measured_on"]
+    assert all(row["measured_on"] == measured_on for row in rows)
+    assert {key: measured_on[key] for key in ("corpus", "data_root", "labels", "split", "num_clips", "decoding")} == {
+        "corpus": "mini_lrs", "data_root": str(mini_corpus.resolve()), "labels": "mini_lrs_test.csv", "split": "test",
+        "num_clips": 8, "decoding": {"max_new_tokens": 8, "num_beams": 2},
+    }
+    assert measured_on["noise"] == {"path": str((mini_corpus / "noise" / "babble.wav").resolve()), "seed": 0}
     table = (output / "results.md").read_text()
     for header in ("ASR 4", "ASR 16", "VSR 2", "VSR 5", "AVSR 4,2", "AVSR 16,5", "babble 0 dB", "Lip-reading floor"):
         assert header in table

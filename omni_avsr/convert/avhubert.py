@@ -11,6 +11,7 @@ checkpoints embed the same fairseq AV-HuBERT (plus LoRA on the attention queries
 
 import argparse
 import re
+import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import NamedTuple
@@ -18,6 +19,7 @@ from typing import NamedTuple
 import torch
 from peft import LoraConfig
 
+from ..command_line import EXPECTED_ERRORS, prepare_output_dir, report_error
 from ..configuration_avhubert import AVHubertVideoConfig
 from ..modeling_avhubert import AVHubertVideoModel
 from .fairseq_checkpoint import load_fairseq_checkpoint
@@ -328,6 +330,7 @@ def convert_avhubert_checkpoint(
 
     A LoRA found in the checkpoint is merged into the q/v projections, since the saved model has no adapters.
     """
+    prepare_output_dir(output_dir)
     print(f"Loading fairseq checkpoint {checkpoint_path}")
     checkpoint = load_fairseq_checkpoint(checkpoint_path)
     if "model" not in checkpoint["cfg"]:
@@ -359,7 +362,7 @@ def convert_avhubert_checkpoint(
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m omni_avsr.convert.avhubert",
         description="Convert a fairseq AV-HuBERT checkpoint into an AVHubertVideoModel folder (safetensors).",
@@ -368,8 +371,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("output_dir", type=Path, help="folder for the converted model (config + safetensors)")
     parser.add_argument("--dtype", choices=sorted(_DTYPES), default="float32", help="dtype of the saved weights")
     args = parser.parse_args(argv)
-    convert_avhubert_checkpoint(args.checkpoint, args.output_dir, _DTYPES[args.dtype])
+    try:
+        convert_avhubert_checkpoint(args.checkpoint, args.output_dir, _DTYPES[args.dtype])
+    except EXPECTED_ERRORS as error:
+        return report_error(parser.prog, error)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

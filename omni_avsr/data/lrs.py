@@ -6,6 +6,7 @@ without a header; the clip is `ROOT/<dataset_name>/<rel_path>` (an `.mp4`, its a
 """
 
 import csv
+import io
 import os
 import re
 import zlib
@@ -54,8 +55,10 @@ class LRSTransform:
     def __call__(self, batch: dict[str, list]) -> dict[str, list]:
         audios, videos = [], []
         for path, dataset_name, rel_path in zip(batch["path"], batch["dataset_name"], batch["rel_path"]):
+            # No length limit here: `max_clip_frames` bounds the clips a table holds.
             clip = load_clip(
-                path, audio="audio" in self.modalities, video="video" in self.modalities, grayscale=self.grayscale
+                path, audio="audio" in self.modalities, video="video" in self.modalities, grayscale=self.grayscale,
+                max_seconds=None,
             )
             audio, frames = clip.audio, clip.frames
             if self.augmentation is not None:
@@ -99,7 +102,8 @@ def load_lrs_dataset(
 
     The CSV is parsed with proper quoting, so quoted text may hold commas, quotes and any UTF-8. The official
     files never quote; a line with more than five fields is read as an unquoted text that contains commas (the
-    fields from the fifth on are joined back with ","). Lines are checked as they are read: a wrong field count,
+    fields from the fifth on are joined back with ","). Lines are checked as they are read: a file that is not UTF-8,
+    a quote left open (which would merge the rows after it into one transcript), a wrong field count,
     an `input_length` that is not a positive whole number, a `rel_path` that leaves `ROOT/<dataset_name>` (after
     resolving `..` and symlinks; the dataset folder itself may be a symlink) or a missing media file raise an
     error naming the CSV file and line.
@@ -159,19 +163,52 @@ def set_augmentation_epoch(dataset: Dataset, epoch: int) -> None:
 
 
 def _read_label_lines(label_csv: Path) -> Iterator[tuple[int, list[str]]]:
-    """Yield `(line_number, five fields)` per clip; blank lines are skipped."""
-    with open(label_csv, newline="", encoding="utf-8-sig") as file:
-        reader = csv.reader(file)
-        for fields in reader:
-            if len(fields) <= 1 and not "".join(fields).strip():
-                continue
-            if len(fields) < _NUM_LABEL_FIELDS:
-                raise ValueError(
-                    f"{label_csv}, line {reader.line_num}: expected {_NUM_LABEL_FIELDS} comma-separated fields "
-                    f"(dataset_name,rel_path,input_length,token_ids,text), got {len(fields)}."
-                )
-            text = ",".join(fields[_NUM_LABEL_FIELDS - 1 :])
-            yield reader.line_num, [*fields[: _NUM_LABEL_FIELDS - 1], text]
+    """Yield `(line_number, five fields)` per clip; blank lines are skipped.
+
+    A transcript is one line: a quoted field that runs over a line end is an unterminated quote, which would
+    otherwise swallow the rows after it into one transcript.
+    """
+    text = _read_utf8(label_csv)
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    line_number = 1
+    while True:
+        try:
+            fields = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as error:
+            raise ValueError(
+                f"{label_csv}, line {line_number}: not a valid CSV row ({error}); expected one clip per line, a "
+                'quoted text closed on its own line (quotes inside it doubled: "").'
+            ) from error
+        first_line, line_number = line_number, reader.line_num + 1
+        if any("\n" in field or "\r" in field for field in fields):
+            raise ValueError(
+                f"{label_csv}, line {first_line}: a quoted field runs over {reader.line_num - first_line + 1} lines "
+                "(an unterminated quote?); expected one clip per line, quotes closed on the line they open."
+            )
+        if len(fields) <= 1 and not "".join(fields).strip():
+            continue
+        if len(fields) < _NUM_LABEL_FIELDS:
+            raise ValueError(
+                f"{label_csv}, line {first_line}: expected {_NUM_LABEL_FIELDS} comma-separated fields "
+                f"(dataset_name,rel_path,input_length,token_ids,text), got {len(fields)}."
+            )
+        text_field = ",".join(fields[_NUM_LABEL_FIELDS - 1 :])
+        yield first_line, [*fields[: _NUM_LABEL_FIELDS - 1], text_field]
+
+
+def _read_utf8(label_csv: Path) -> str:
+    """The label file's text (a UTF-8 byte-order mark dropped); other encodings are refused with the line."""
+    data = label_csv.read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = data[: error.start].count(b"\n") + 1
+        raise ValueError(
+            f"{label_csv}, line {line}: not UTF-8 text (byte 0x{data[error.start]:02x}); label files must be UTF-8 "
+            "(re-encode it, e.g. `iconv -f latin1 -t utf-8`)."
+        ) from error
 
 
 def _parse_num_frames(input_length: str, where: str) -> int:

@@ -35,6 +35,7 @@ import numpy as np
 import soundfile
 from tqdm import tqdm
 
+from ..command_line import EXPECTED_ERRORS, prepare_output_dir, report_error
 from .mini_lrs_babble import make_babble
 from .mini_lrs_clip import DATASET_NAME, SAMPLE_RATE, ClipSpec, existing_clip_frames, write_clip
 from .mini_lrs_espeak import EspeakSynthesizer
@@ -199,6 +200,7 @@ def generate_corpus(
 def _claim_output_dir(root: Path, config: MiniLRSConfig) -> None:
     """Record the settings in a new output folder, or check that an existing corpus was made with the same."""
     settings = {"generator_version": GENERATOR_VERSION, **dataclasses.asdict(config)}
+    prepare_output_dir(root, "--output-dir")
     config_path = root / CONFIG_FILE
     if config_path.is_file():
         previous = json.loads(config_path.read_text(encoding="utf-8"))
@@ -213,7 +215,6 @@ def _claim_output_dir(root: Path, config: MiniLRSConfig) -> None:
                 "--output-dir, or the same settings to resume it."
             )
         return
-    root.mkdir(parents=True, exist_ok=True)
     config_path.write_text(json.dumps(settings, indent=2) + "\n", encoding="utf-8")
 
 
@@ -305,7 +306,10 @@ def main(argv: list[str] | None = None) -> dict:
         parser.error(str(error))
     if args.workers is not None and args.workers < 1:
         parser.error(f"--workers must be at least 1, got {args.workers}.")
-    summary = generate_corpus(args.output_dir, config, workers=args.workers, progress=not args.no_progress)
+    try:
+        summary = generate_corpus(args.output_dir, config, workers=args.workers, progress=not args.no_progress)
+    except EXPECTED_ERRORS as error:
+        parser.exit(report_error(parser.prog, error))
     rate = f", {summary['clips_per_s']} clips/s with {summary['workers']} workers" if summary["new_clips"] else ""
     print(
         f"Mini-LRS in {args.output_dir}: {summary['clips']} clips ({summary['new_clips']} new, "

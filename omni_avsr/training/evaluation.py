@@ -11,6 +11,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from ..command_line import prepare_output_dir, write_text_atomically
 from ..configuration_omni_avsr import TASK_MODALITIES
 from ..data.augment import add_noise
 
@@ -69,6 +70,27 @@ def word_error_rate(references: list[str], hypotheses: list[str]) -> tuple[float
     return scores["wer"], scores["num_words"]
 
 
+def measurement_record(
+    dataset, data_root, labels, split: str, model_name: str, decoding: dict, noise_path=None, noise_seed: int = 0
+) -> dict:
+    """What a WER table was measured on, stored in each of its rows (`measured_on`) so that a model card states it
+    and a resumed evaluation never mixes two measurements: the corpus (the label rows' `dataset_name`) and its root,
+    the label file and split, the number of clips, the model, the decoding settings and the noise (recording and
+    seed of the SNR rows)."""
+    names = sorted(set(dataset.with_format(None)["dataset_name"]))
+    noise = {"path": str(Path(noise_path).resolve()), "seed": noise_seed} if noise_path is not None else None
+    return {
+        "corpus": "+".join(names),
+        "data_root": str(Path(data_root).resolve()),
+        "labels": str(labels),
+        "split": split,
+        "num_clips": len(dataset),
+        "model": str(model_name),
+        "decoding": dict(sorted(decoding.items())),
+        "noise": noise,
+    }
+
+
 @torch.no_grad()
 def evaluate_wer(
     model,
@@ -80,20 +102,28 @@ def evaluate_wer(
     num_workers: int = 0,
     seed: int = 0,
     output_dir: str | Path | None = None,
+    measured_on: dict | None = None,
     **generate_kwargs,
 ) -> list[dict]:
     """Decode `dataset` (rows with `audio`, `frames`, `text`) for every cell; returns result rows.
 
     Media are decoded, processed and run through the encoders once per SNR and batch, and reused by every cell of
-    that SNR (each cell only compresses, projects and decodes). With `output_dir`, results
-    are written after each SNR condition (`results.json`), so an interrupted run keeps what it finished and a rerun
-    skips conditions already there.
+    that SNR (each cell only compresses, projects and decodes). With `output_dir`, results are written after each
+    SNR condition (`results.json`, replaced whole: an interruption leaves the previous file), so an interrupted run
+    keeps what it finished and a rerun skips conditions already there. Every row carries `measured_on` (see
+    `measurement_record`); a `results.json` measured on something else is refused, not mixed in.
     """
     if any(cell.snr_db is not None for cell in cells) and noise is None:
         raise ValueError("Cells with an SNR need a babble-noise recording (`noise`).")
     model.eval()
     results_path = Path(output_dir) / "results.json" if output_dir is not None else None
     rows = json.loads(results_path.read_text()) if results_path is not None and results_path.exists() else []
+    for index, row in enumerate(rows):
+        if row.get("measured_on") != measured_on:
+            raise ValueError(
+                f"{results_path}, row {index}: measured on {row.get('measured_on')}, not on {measured_on}; expected "
+                "results of this same evaluation to resume. Use another output folder or move the file away."
+            )
     done = {(row["task"], row["audio_rate"], row["video_rate"], row["snr_db"]) for row in rows}
     pending = [cell for cell in cells if (cell.task, cell.audio_rate, cell.video_rate, cell.snr_db) not in done]
     for snr_db in dict.fromkeys(cell.snr_db for cell in pending):
@@ -125,10 +155,11 @@ def evaluate_wer(
                 hypotheses[cell] += processor.decode_transcripts(tokens)
         for cell in condition:
             wer, num_words = word_error_rate(references, hypotheses[cell])
-            rows.append({**asdict(cell), "wer": round(wer, 3), "num_words": num_words})
+            row = {**asdict(cell), "wer": round(wer, 3), "num_words": num_words}
+            rows.append(row if measured_on is None else {**row, "measured_on": measured_on})
         if results_path is not None:
             results_path.parent.mkdir(parents=True, exist_ok=True)
-            results_path.write_text(json.dumps(rows, indent=1))
+            write_text_atomically(results_path, json.dumps(rows, indent=1))
     return rows
 
 
@@ -154,6 +185,8 @@ def results_markdown(rows: list[dict]) -> str:
     columns = list(dict.fromkeys(EvaluationCell(c.task, c.audio_rate, c.video_rate) for c in cells))
     conditions = list(dict.fromkeys(cell.snr_db for cell in cells))
     lines = ["## WER (%) by task and compression rates (Table I layout)", ""]
+    if rows and rows[0].get("measured_on"):
+        lines += [describe_measurement(rows[0]["measured_on"]), ""]
     lines.append("| condition | " + " | ".join(column.label for column in columns) + " | Avg |")
     lines.append("|---" * (len(columns) + 2) + "|")
     for snr_db in conditions:
@@ -174,6 +207,16 @@ def results_markdown(rows: list[dict]) -> str:
                     f"| {column.label} | " + " | ".join("–" if v is None else f"{v:.1f}" for v in values) + " |"
                 )
     return "\n".join(lines) + "\n"
+
+
+def describe_measurement(measured_on: dict) -> str:
+    """One sentence saying what a table was measured on (the corpus, split, clips and decoding settings)."""
+    decoding = measured_on.get("decoding") or {}
+    settings = ", ".join(f"{name} {value}" for name, value in decoding.items() if value is not None)
+    return (
+        f"Measured on {measured_on['corpus']} ({measured_on['split']} split, {measured_on['num_clips']} clips of "
+        f"{measured_on['labels']}){'; decoding: ' + settings if settings else ''}."
+    )
 
 
 def plot_wer_against_tokens(rows: list[dict], path: str | Path) -> None:
@@ -202,10 +245,9 @@ def plot_wer_against_tokens(rows: list[dict], path: str | Path) -> None:
 
 def write_report(rows: list[dict], output_dir: str | Path) -> str:
     """Write `results.json`, `results.md` and `wer_vs_tokens.png`; returns the markdown."""
-    output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / "results.json").write_text(json.dumps(rows, indent=1))
+    output_dir = prepare_output_dir(output_dir, "--output_dir")
+    write_text_atomically(output_dir / "results.json", json.dumps(rows, indent=1))
     markdown = results_markdown(rows)
-    (output_dir / "results.md").write_text(markdown)
+    write_text_atomically(output_dir / "results.md", markdown)
     plot_wer_against_tokens(rows, output_dir / "wer_vs_tokens.png")
     return markdown

@@ -1,0 +1,373 @@
+"""Bad inputs at the entry points users call: the `omni-avsr` command, media loading, the corpus loaders, the
+checkpoint converters and writers, model cards and the evaluation.
+
+Each row of the table states the error: an exception type, or the exit status of a command (which must then print
+exactly one error line, no traceback). The message must name the file or field and say what was expected, and every
+file that existed before the call must be left as it was. The processor and model rows join this table with the
+processor/`generate` validation.
+"""
+
+import hashlib
+import json
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import pytest
+import soundfile
+import torch
+from safetensors.torch import save_file
+from test_cli import model_dir  # noqa: F401 (fixture)
+from test_media import sine, write_clip, write_video
+from tiny_models import tiny_model, tiny_processor
+
+from omni_avsr.cli import main as omni_avsr
+from omni_avsr.convert.avhubert import main as convert_avhubert
+from omni_avsr.convert.ctranslate2_whisper import main as convert_ctranslate2_whisper
+from omni_avsr.convert.ctranslate2_whisper import read_ctranslate2_model
+from omni_avsr.convert.fairseq_checkpoint import load_fairseq_checkpoint
+from omni_avsr.convert.official import load_official_state_dict
+from omni_avsr.convert.official import main as convert_official
+from omni_avsr.data.lrs import load_lrs_dataset
+from omni_avsr.data.mini_lrs import main as generate_mini_lrs
+from omni_avsr.media import load_audio, load_clip
+from omni_avsr.model_card import load_results
+from omni_avsr.model_card import main as model_card
+from omni_avsr.training.checkpoints import checkpoint_to_resume
+from omni_avsr.training.evaluation import evaluate_wer, evaluation_cells
+
+
+class Workspace:
+    """A fresh folder per case with helpers that write the inputs it needs; `{root}` and `{model}` in a case's
+    expected message stand for the folder and the tiny model."""
+
+    def __init__(self, root: Path, model: Path):
+        self.root, self.model = root, model
+
+    def clip(self, name="clip", num_frames=15) -> Path:
+        """`name.mp4` (mouth crops) and its sibling `name.wav`."""
+        return write_clip(self.root, name, num_frames=num_frames)
+
+    def file(self, name: str, content: str | bytes = "keep me\n") -> Path:
+        path = self.root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content if isinstance(content, bytes) else content.encode())
+        return path
+
+    def cut(self, name: str, source: Path, fraction: float = 0.25) -> Path:
+        """A copy of `source` cut short, as by an interrupted copy or download."""
+        data = source.read_bytes()
+        return self.file(name, data[: int(len(data) * fraction)])
+
+    def wav(self, name="speech.wav", seconds=1.0) -> Path:
+        soundfile.write(self.root / name, sine(seconds), 16000)
+        return self.root / name
+
+    def model_copy(self, name: str) -> Path:
+        return Path(shutil.copytree(self.model, self.root / name))
+
+    def labels(self, text: str | bytes) -> Path:
+        """A corpus with two 5-frame clips (`lrs3/spk/0.mp4`, `lrs3/spk/1.mp4`) and `labels/test.csv`."""
+        (self.root / "lrs3" / "spk").mkdir(parents=True, exist_ok=True)
+        for index in range(2):
+            write_clip(self.root / "lrs3" / "spk", str(index), num_frames=5)
+        return self.file("labels/test.csv", text)
+
+    def results(self, rows) -> Path:
+        return self.file("results.json", json.dumps(rows))
+
+
+@dataclass(frozen=True)
+class Case:
+    prepare: Callable[[Workspace], Callable[[], object]]  # writes the inputs, returns the call to make
+    error: type[BaseException] | int  # the exception raised, or the exit status of a command
+    says: tuple[str, ...]  # in the message: the file or field, and what was expected
+
+
+def transcribe(ws: Workspace, *argv, model=None):
+    return partial(omni_avsr, ["transcribe", *map(str, argv), "--model", str(model or ws.model)])
+
+
+ROW = {"task": "asr", "audio_rate": 4, "video_rate": None, "snr_db": None, "wer": 7.7, "num_words": 120}
+RECORD = {
+    "corpus": "mini_lrs", "data_root": "/data/mini_lrs", "labels": "mini_lrs_test.csv", "split": "test",
+    "num_clips": 20, "model": "m", "decoding": {"max_new_tokens": 16, "num_beams": 1}, "noise": None,
+}
+
+
+def _cut_checkpoint(ws: Workspace) -> Path:
+    folder = ws.root / "run" / "checkpoint-4"
+    folder.mkdir(parents=True)
+    save_file({"weight": torch.zeros(64, 64)}, folder / "model.safetensors")
+    ws.cut("run/checkpoint-4/model.safetensors", folder / "model.safetensors", 0.5)
+
+    class Arguments:
+        output_dir, resume_from_checkpoint = ws.root / "run", str(folder)
+
+    return Arguments
+
+
+def _model_without(ws: Workspace, name: str, file: str) -> Path:
+    folder = ws.model_copy(name)
+    (folder / file).unlink()
+    return folder
+
+
+def _model_with_cut_weights(ws: Workspace) -> Path:
+    folder = ws.model_copy("cut-model")
+    ws.cut("cut-model/model.safetensors", folder / "model.safetensors", 0.5)
+    return folder
+
+
+def _evaluate_into_other_results(ws: Workspace):
+    ws.results([{**ROW, "measured_on": RECORD}])
+    processor = tiny_processor()
+    model = tiny_model(processor)
+    other = {**RECORD, "num_clips": 200}
+    return partial(evaluate_wer, model, processor, [], evaluation_cells(model.config), output_dir=ws.root, measured_on=other)
+
+
+CASES = {
+    # The `omni-avsr transcribe` command: one error line, a non-zero exit status, the inputs untouched.
+    "cli: --output is the input": Case(
+        lambda ws: transcribe(ws, ws.clip(), "--output", ws.root / "clip.mp4"), 1,
+        ("--output {root}/clip.mp4 is one of the input files", "expected a results file that no input reads"),
+    ),
+    "cli: --output is the video's sibling .wav": Case(
+        lambda ws: transcribe(ws, ws.clip(), "--output", ws.root / "clip.wav"), 1,
+        ("--output {root}/clip.wav is the sibling .wav the input {root}/clip.mp4 takes its audio from",),
+    ),
+    "cli: --output is not a results file": Case(
+        lambda ws: transcribe(ws, ws.clip(), "--output", ws.file("notes.txt")), 1,
+        ("--output {root}/notes.txt exists and is not a results file", "line 1", "expected a new file or an earlier"),
+    ),
+    "cli: --output is a folder": Case(
+        lambda ws: transcribe(ws, ws.clip(), "--output", ws.root), 1, ("--output {root} is a folder; expected a file",),
+    ),
+    "cli: --output in a missing folder": Case(
+        lambda ws: transcribe(ws, ws.clip(), "--output", ws.root / "nowhere" / "r.jsonl"), 1,
+        ("--output {root}/nowhere/r.jsonl does not exist: {root}/nowhere",),
+    ),
+    "cli: a folder as a media file": Case(
+        lambda ws: transcribe(ws, ws.root), 1, ("{root} is a folder; expected a media file",),
+    ),
+    "cli: a missing media file": Case(
+        lambda ws: transcribe(ws, ws.root / "absent.mp4"), 1, ("Media file not found: {root}/absent.mp4",),
+    ),
+    "cli: an undecodable media file": Case(
+        lambda ws: transcribe(ws, ws.cut("broken.mp4", ws.clip(), 0.3)), 1,
+        ("{root}/broken.mp4", "Could not read {root}/broken.mp4 as a media file"),
+    ),
+    "cli: a WAV cut mid-stream": Case(
+        lambda ws: transcribe(ws, ws.cut("cut.wav", ws.wav())), 1,
+        ("{root}/cut.wav is truncated", "header announces"),
+    ),
+    "cli: a silent video longer than the window": Case(
+        lambda ws: transcribe(ws, write_video(ws.root / "long.mp4", num_frames=800, size=16)), 1,
+        ("{root}/long.mp4 lasts 32.00 s", "clips of up to 30 s"),
+    ),
+    "cli: --device that is no device name": Case(
+        lambda ws: transcribe(ws, ws.clip(), "--device", "gpu"), 1,
+        ("--device 'gpu' is not a device name", "expected cpu, cuda, cuda:N"),
+    ),
+    "cli: --device this machine lacks": Case(
+        lambda ws: transcribe(ws, ws.clip(), "--device", "cuda:97"), 1, ("--device cuda:97: this machine has",),
+    ),
+    "cli: --num-beams 0": Case(
+        lambda ws: transcribe(ws, ws.clip(), "--num-beams", "0"), 2,
+        ("argument --num-beams", "expected a whole number ≥ 1"),
+    ),
+    "cli: --batch-size -1": Case(
+        lambda ws: transcribe(ws, ws.clip(), "--batch-size", "-1"), 2,
+        ("argument --batch-size", "expected a whole number ≥ 1"),
+    ),
+    "cli: --max-new-tokens 1.5": Case(
+        lambda ws: transcribe(ws, ws.clip(), "--max-new-tokens", "1.5"), 2,
+        ("argument --max-new-tokens", "invalid int value: '1.5' (expected a whole number ≥ 1)"),
+    ),
+    "cli: a model folder that does not exist": Case(
+        lambda ws: transcribe(ws, ws.clip(), model=ws.root / "no-model"), 1,
+        ("Model folder not found: {root}/no-model", "expected a folder with config.json"),
+    ),
+    "cli: model weights cut short": Case(
+        lambda ws: transcribe(ws, ws.clip(), model=_model_with_cut_weights(ws)), 1,
+        ("{root}/cut-model: the model weights cannot be read", "expected complete .safetensors files"),
+    ),
+    "cli: a model folder without tokenizer.json": Case(
+        lambda ws: transcribe(ws, ws.clip(), model=_model_without(ws, "no-tokenizer", "tokenizer.json")), 1,
+        ("{root}/no-tokenizer: the processor cannot be loaded (the folder has no tokenizer.json)",
+         "expected the processor and tokenizer files"),
+    ),
+    "cli: a model folder without config.json": Case(
+        lambda ws: transcribe(ws, ws.clip(), model=_model_without(ws, "no-config", "config.json")), 1,
+        ("{root}/no-config", "config.json"),
+    ),
+    # Media loading.
+    "media: a folder": Case(lambda ws: partial(load_clip, ws.root), IsADirectoryError, ("{root} is a folder; expected a media file",)),
+    "media: a WAV cut mid-stream": Case(
+        lambda ws: partial(load_audio, ws.cut("cut.wav", ws.wav(seconds=2.0))), ValueError,
+        ("{root}/cut.wav is truncated: its header announces 64000 bytes of audio", "re-export it"),
+    ),
+    "media: a silent video longer than the window": Case(
+        lambda ws: partial(load_clip, write_video(ws.root / "long.mp4", num_frames=800, size=16), audio=False), ValueError,
+        ("{root}/long.mp4 lasts 32.00 s", "clips of up to 30 s", "Split longer recordings"),
+    ),
+    "media: an audio file longer than the window": Case(
+        lambda ws: partial(load_clip, ws.wav("long.wav", seconds=31.5)), ValueError,
+        ("{root}/long.wav lasts 31.50 s", "clips of up to 30 s"),
+    ),
+    "media: a sibling .wav far longer than its video": Case(
+        lambda ws: partial(load_clip, write_clip(ws.root, "clip", num_frames=15, audio_seconds=40.0)), ValueError,
+        ("{root}/clip.wav lasts 40.00 s", "clips of up to 30 s"),
+    ),
+    # Corpus loaders.
+    "labels: an unterminated quote": Case(
+        lambda ws: partial(load_lrs_dataset, ws.root, ws.labels('lrs3,spk/0.mp4,5,1,"first\nlrs3,spk/1.mp4,5,1,second\n')),
+        ValueError, ("{root}/labels/test.csv, line 1", "a quoted text closed on its own line"),
+    ),
+    "labels: a quoted text over two lines": Case(
+        lambda ws: partial(load_lrs_dataset, ws.root, ws.labels('lrs3,spk/0.mp4,5,1,"first\nclip"\nlrs3,spk/1.mp4,5,1,b\n')),
+        ValueError, ("{root}/labels/test.csv, line 1: a quoted field runs over 2 lines", "expected one clip per line"),
+    ),
+    "labels: not UTF-8": Case(
+        lambda ws: partial(load_lrs_dataset, ws.root, ws.labels("lrs3,spk/0.mp4,5,1,ok\nlrs3,spk/1.mp4,5,1,café\n".encode("latin-1"))),
+        ValueError, ("{root}/labels/test.csv, line 2: not UTF-8 text (byte 0xe9)", "label files must be UTF-8"),
+    ),
+    "labels: too few fields": Case(
+        lambda ws: partial(load_lrs_dataset, ws.root, ws.labels("lrs3,spk/0.mp4,5\n")), ValueError,
+        ("{root}/labels/test.csv, line 1: expected 5 comma-separated fields", "got 3"),
+    ),
+    "training: resuming from a checkpoint cut short": Case(
+        lambda ws: partial(checkpoint_to_resume, _cut_checkpoint(ws)), ValueError,
+        ("--resume_from_checkpoint {root}/run/checkpoint-4: cannot resume", "trainer_state.json",
+         "expected a complete checkpoint-N folder"),
+    ),
+    "fairseq loader: a checkpoint cut short": Case(
+        lambda ws: partial(load_fairseq_checkpoint, ws.cut("cut.pt", _torch_file(ws, "full.pt"), 0.5)), ValueError,
+        ("{root}/cut.pt is not a fairseq checkpoint",),
+    ),
+    "fairseq loader: a folder": Case(
+        lambda ws: partial(load_fairseq_checkpoint, ws.root), IsADirectoryError,
+        ("{root} is a folder; expected a fairseq checkpoint file",),
+    ),
+    # Converters and writers.
+    "avhubert converter: OUT is an existing file": Case(
+        lambda ws: partial(convert_avhubert, [str(ws.file("in.pt")), str(ws.file("OUT"))]), 1,
+        ("output folder {root}/OUT is a file; expected a folder",),
+    ),
+    "whisper converter: OUT is an existing file": Case(
+        lambda ws: partial(convert_ctranslate2_whisper, [str(ws.file("OUT"))]), 1,
+        ("output folder {root}/OUT is a file; expected a folder",),
+    ),
+    "official converter: OUT is an existing file": Case(
+        lambda ws: partial(convert_official, [str(ws.file("in.pth")), str(ws.file("OUT")), "--llm-config", "x", "--tokenizer",
+                                     "x", "--whisper-config", "x", "--avhubert-config", "x"]), 1,
+        ("output folder {root}/OUT is a file; expected a folder",),
+    ),
+    "official converter: a safetensors file cut short": Case(
+        lambda ws: partial(load_official_state_dict, [ws.cut("cut.safetensors", _safetensors_file(ws), 0.5)]), ValueError,
+        ("{root}/cut.safetensors cannot be read as a checkpoint", "expected a complete safetensors file"),
+    ),
+    "official converter: a .pth cut short": Case(
+        lambda ws: partial(load_official_state_dict, [ws.cut("cut.pth", _torch_file(ws, "full.pth"), 0.5)]), ValueError,
+        ("{root}/cut.pth cannot be read as a checkpoint", "a torch state dict"),
+    ),
+    "whisper converter: a model.bin cut short": Case(
+        lambda ws: partial(read_ctranslate2_model, ws.file("model.bin", b"\x06\x00\x00\x00\x05\x00abcd")), ValueError,
+        ("{root}/model.bin is cut short or corrupt", "expected a complete CTranslate2 model.bin"),
+    ),
+    "mini-lrs generator: --output-dir is an existing file": Case(
+        lambda ws: partial(generate_mini_lrs, ["--output-dir", str(ws.file("OUT")), "--no-progress"]), 1,
+        ("--output-dir {root}/OUT is a file; expected a folder",),
+    ),
+    # Model cards.
+    "model card: --output is a folder": Case(
+        lambda ws: partial(model_card, ["--model", str(ws.model), "--results", str(ws.results([ROW])), "--output",
+                               str(ws.root), "--dataset", "lrs3"]), 1,
+        ("--output {root} is a folder; expected a file path",),
+    ),
+    "model card: --model without config.json": Case(
+        lambda ws: partial(model_card, ["--model", str(ws.root), "--results", str(ws.results([ROW])), "--output",
+                               str(ws.root / "README.md")]), 1,
+        ("--model {root}: no config.json; expected an Omni-AVSR checkpoint folder",),
+    ),
+    "model card: results that are not JSON": Case(
+        lambda ws: partial(model_card, ["--model", str(ws.model), "--results", str(ws.file("results.json", "{oops")),
+                               "--output", str(ws.root / "README.md")]), 1,
+        ("{root}/results.json is not a JSON results file", "expected the evaluation's results.json"),
+    ),
+    "model card: results without a corpus and no --dataset": Case(
+        lambda ws: partial(model_card, ["--model", str(ws.model), "--results", str(ws.results([ROW])), "--output",
+                               str(ws.root / "README.md")]), 1,
+        ("do not record their corpus", "pass --dataset NAME"),
+    ),
+    "model card: --dataset contradicting the results": Case(
+        lambda ws: partial(model_card, ["--model", str(ws.model), "--results", str(ws.results([{**ROW, "measured_on": RECORD}])),
+                               "--output", str(ws.root / "README.md"), "--dataset", "lrs3"]), 1,
+        ("--dataset lrs3: the results record that they were measured on 'mini_lrs'", "expected the same corpus"),
+    ),
+    "model card: rows of two measurements": Case(
+        lambda ws: partial(load_results, ws.results([{**ROW, "measured_on": RECORD},
+                                            {**ROW, "audio_rate": 16, "measured_on": {**RECORD, "num_clips": 5}}])),
+        ValueError, ("{root}/results.json, row 1: measured on", "expected the rows of one evaluation"),
+    ),
+    # Evaluation.
+    "evaluation: results.json of another measurement in the output folder": Case(
+        _evaluate_into_other_results, ValueError,
+        ("{root}/results.json, row 0: measured on", "expected results of this same evaluation"),
+    ),
+}
+
+
+def _torch_file(ws: Workspace, name: str) -> Path:
+    path = ws.root / name
+    torch.save({"cfg": {"model": {}}, "model": {"weight": torch.zeros(64, 64)}}, path)
+    return path
+
+
+def _safetensors_file(ws: Workspace) -> Path:
+    path = ws.root / "full.safetensors"
+    save_file({"weight": torch.zeros(64, 64)}, path)
+    return path
+
+
+def _snapshot(*folders: Path) -> dict[Path, str]:
+    return {
+        path: hashlib.sha256(path.read_bytes()).hexdigest()
+        for folder in folders
+        for path in folder.rglob("*")
+        if path.is_file()
+    }
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_bad_input(name, model_dir, tmp_path, capsys):
+    case = CASES[name]
+    call = case.prepare(Workspace(tmp_path, model_dir))
+    before = _snapshot(tmp_path, model_dir)
+    if isinstance(case.error, int):
+        try:
+            status = call()
+        except SystemExit as exit_info:  # argparse and the corpus generator exit this way
+            status = exit_info.code
+        captured = capsys.readouterr()
+        assert status == case.error, captured.err
+        assert "Traceback" not in captured.err and captured.out == ""
+        (message,) = [line for line in captured.err.splitlines() if ": error: " in line]
+    else:
+        with pytest.raises(case.error) as error_info:
+            call()
+        message = str(error_info.value)
+    for needle in case.says:
+        assert needle.format(root=tmp_path, model=model_dir) in message, message
+    after = _snapshot(tmp_path, model_dir)
+    assert {path: after.get(path) for path in before} == before, "a file that was there was changed or removed"
+
+
+def test_the_table_covers_every_entry_point_kind():
+    kinds = {name.split(":")[0].split()[0] for name in CASES}
+    assert {"cli", "media", "labels", "training", "fairseq", "avhubert", "whisper", "official", "mini-lrs", "model",
+            "evaluation"} <= kinds
+    assert len(CASES) >= 30
