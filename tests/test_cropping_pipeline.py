@@ -36,7 +36,7 @@ def test_face_video_end_to_end_through_the_pipeline_and_the_command(real_clip_pa
     assert crops.shape == (155, 96, 96)
     inputs = OmniAVSRProcessor.from_pretrained(tmp_path / "model")(videos=[crops])
     tokens = model.generate(**inputs, task="vsr")
-    assert result["text"] == processor.batch_decode(tokens)[0]
+    assert result["text"] == processor.decode_transcripts(tokens)[0]
 
     assert main(["transcribe", str(face), "--model", str(tmp_path / "model"), "--task", "vsr"]) == 0
     assert capsys.readouterr().out.strip().splitlines()[-1] == result["text"].strip()
