@@ -209,7 +209,9 @@ class OmniAVSRProcessor(ProcessorMixin):
                 "video_rate, prompt, sampling_rate, resample, padding_side, return_tensors or the structured "
                 "audio_kwargs/videos_kwargs/text_kwargs/common_kwargs."
             )
-        merged = self._merge_kwargs(OmniAVSRProcessorKwargs, tokenizer_init_kwargs=self.tokenizer.init_kwargs, **kwargs)
+        # Not the tokenizer's own init kwargs: a tokenizer saved with padding_side="right" must not turn the
+        # generation prompts' left padding around (the processor pads the ids itself).
+        merged = self._merge_kwargs(OmniAVSRProcessorKwargs, **kwargs)
         padding_side = merged["text_kwargs"].get("padding_side", "left")
         if padding_side not in ("left", "right"):
             raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}.")

@@ -39,7 +39,7 @@ def test_face_video_end_to_end_through_the_pipeline_and_the_command(real_clip_pa
     assert result["text"] == processor.decode_transcripts(tokens)[0]
 
     assert main(["transcribe", str(face), "--model", str(tmp_path / "model"), "--task", "vsr"]) == 0
-    assert capsys.readouterr().out.strip().splitlines()[-1] == result["text"].strip()
+    assert capsys.readouterr().out.splitlines()[-1].strip() == result["text"].strip()
 
 
 WITHOUT_EXTRA_SCRIPT = """

@@ -90,6 +90,22 @@ def test_processor_labels_padding_prompt_and_structured_kwargs(processor, clips)
         processor(audio=audio, sampling_rate=16000, task="avsr")
 
 
+def test_prompts_are_left_padded_whatever_the_tokenizer_says(clips):
+    """A tokenizer made with padding_side="right" does not turn the generation prompts' padding around."""
+    from tiny_models import tiny_tokenizer
+    from transformers import PreTrainedTokenizerFast, WhisperFeatureExtractor
+
+    from omni_avsr import OmniAVSRProcessor
+
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=tiny_tokenizer().backend_tokenizer, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
+        padding_side="right",
+    )
+    processor = OmniAVSRProcessor(feature_extractor=WhisperFeatureExtractor(feature_size=80), tokenizer=tokenizer)
+    inputs = processor(audio=clips[0], sampling_rate=16000, task="asr")
+    assert (inputs["attention_mask"][:, -1] == 1).all() and (inputs["attention_mask"][:, 0] == 0).any()
+
+
 def test_decoding_defaults_match_the_tokenizer(processor):
     ids = processor.tokenizer("bin", add_special_tokens=True)["input_ids"] + [processor.tokenizer.eos_token_id]
     assert processor.batch_decode([ids]) == processor.tokenizer.batch_decode([ids])
@@ -146,11 +162,11 @@ def test_generate_is_generation_mixins_with_the_prompt_in_front(processor, model
 def test_generate_continues_from_a_cache_and_supports_assisted_decoding(processor, model, clips):
     audio, videos = clips
     inputs = processor(audio=audio[:1], videos=videos[:1], sampling_rate=16000, task="avsr")
-    full = model.generate(**inputs, max_new_tokens=6, do_sample=False)
-    first = model.generate(**inputs, max_new_tokens=3, do_sample=False, return_dict_in_generate=True)
+    full = model.generate(**inputs, max_new_tokens=6, min_new_tokens=6, do_sample=False)
+    first = model.generate(**inputs, max_new_tokens=3, min_new_tokens=3, do_sample=False, return_dict_in_generate=True)
     continued = model.generate(
         input_ids=first.sequences, attention_mask=torch.ones_like(first.sequences), cache=first.cache, task="avsr",
-        max_new_tokens=3, do_sample=False,
+        max_new_tokens=3, min_new_tokens=3, do_sample=False,
     )
     assert torch.equal(continued, full), "3 + 3 tokens from the cache equal 6 at once"
     with torch.no_grad():
@@ -159,7 +175,7 @@ def test_generate_continues_from_a_cache_and_supports_assisted_decoding(processo
                      attention_mask=torch.ones_like(full[:, :-5]))
     assert step.logits.shape[1] == 1, "past_key_values= reaches the LM (the deprecated name of `cache`)"
     torch.testing.assert_close(step.logits[:, 0].argmax(-1), full[:, -5])
-    assisted = model.generate(**inputs, max_new_tokens=6, do_sample=False, prompt_lookup_num_tokens=2)
+    assisted = model.generate(**inputs, max_new_tokens=6, min_new_tokens=6, do_sample=False, prompt_lookup_num_tokens=2)
     assert torch.equal(assisted, full), "assisted decoding by prompt lookup gives the greedy tokens"
     # `generate` hands a draft model the prompt after the main prefill has dropped the media: refused, not misread.
     with pytest.raises(ValueError, match="input_ids hold media placeholders but no media were given"):
@@ -168,14 +184,14 @@ def test_generate_continues_from_a_cache_and_supports_assisted_decoding(processo
 
 def test_batched_standard_generate_equals_one_clip_at_a_time(processor, model, clips):
     audio, videos = clips
-    batched = model.generate(**processor(audio=audio, videos=videos, sampling_rate=16000, task="avsr"),
-                             max_new_tokens=5, do_sample=False)
+    inputs = processor(audio=audio, videos=videos, sampling_rate=16000, task="avsr")
+    # No EOS before the 5th token, so that every row has 5 new tokens to compare.
+    kwargs = dict(max_new_tokens=5, min_new_tokens=5, do_sample=False)
+    batched = model.generate(**inputs, **kwargs)[:, inputs["input_ids"].shape[1]:]
     for index in range(3):
         one = processor(audio=audio[index:index + 1], videos=videos[index:index + 1], sampling_rate=16000, task="avsr")
-        single = model.generate(**one, max_new_tokens=5, do_sample=False)
-        prompt = one["input_ids"].shape[1]
-        new = batched[index, batched.shape[1] - 5:]
-        assert new[: single.shape[1] - prompt].tolist() == single[0, prompt:].tolist()
+        single = model.generate(**one, **kwargs)[:, one["input_ids"].shape[1]:]
+        assert batched[index].tolist() == single[0].tolist(), index
 
 
 def test_placeholders_must_match_the_media(processor, model, clips):
