@@ -60,7 +60,7 @@ from common import (
     time_once,
     utilisation,
 )
-from omni_avsr.configuration_omni_avsr import IGNORE_INDEX, TASK_MODALITIES
+from omni_avsr.configuration_omni_avsr import IGNORE_INDEX, TASK_MODALITIES, media_inputs
 
 
 VARIANTS = (
@@ -102,16 +102,6 @@ def omni_step(model, batch, audio_rate, video_rate):
     model(**batch, audio_rate=audio_rate, video_rate=video_rate).loss.backward()
 
 
-def encode_once(model, batch) -> dict:
-    """Encoder outputs and their lengths per modality (what every pass of a multi-rate step shares)."""
-    frames = {}
-    if "input_features" in batch:
-        frames["audio"] = model.model.encode_audio(batch["input_features"], batch["input_features_mask"])
-    if "pixel_values_videos" in batch:
-        frames["video"] = model.model.encode_video(batch["pixel_values_videos"], batch["video_mask"])
-    return frames
-
-
 def task_loss(model, task: str, media: dict, labels: torch.Tensor) -> torch.Tensor:
     """One LM pass of one task (the model's own sequence layout, routing, and loss on target tokens only)."""
     input_ids, packed_labels = model._training_sequences([task], media, labels)
@@ -126,7 +116,7 @@ def task_loss(model, task: str, media: dict, labels: torch.Tensor) -> torch.Tens
 def passes_step(model, batch, passes: list[tuple[str, dict]]):
     """Encode once, pool and project each needed rate once, then one LM pass per (task, rates) and one backward."""
     model.zero_grad(set_to_none=True)
-    frames = encode_once(model, batch)
+    frames = model.model.encode_media(**media_inputs(batch))
     projected = {}
     loss = 0.0
     for task, rates in passes:
@@ -321,7 +311,7 @@ def main():
         pattern["gflop_per_step_at_first_pair"] = round(flops[name] / 1e9, 1)
     with torch.no_grad():
         # Encoder forwards: once per step for omni and mtsk, twice (each modality in two models) for separate.
-        encoder_flops = count_flops(lambda: encode_once(omni, batch))
+        encoder_flops = count_flops(lambda: omni.model.encode_media(**media_inputs(batch)))
 
     variant_results = []
     profiles = {}

@@ -17,6 +17,8 @@ from .configuration_avhubert import AVHubertVideoConfig
 
 TASKS = ("asr", "vsr", "avsr")
 TASK_MODALITIES = {"asr": ("audio",), "vsr": ("video",), "avsr": ("audio", "video")}
+# The tensors each modality reaches the model as (the processor's output names).
+MEDIA_INPUTS = {"audio": ("input_features", "input_features_mask"), "video": ("pixel_values_videos", "video_mask")}
 LORA_VARIANTS = ("S", "T", "ST")
 DEFAULT_TASK_PROMPTS = {
     "asr": "Transcribe speech to text.",
@@ -30,6 +32,11 @@ AUDIO_PLACEHOLDER = "<|AUDIO|>"
 VIDEO_PLACEHOLDER = "<|VIDEO|>"
 PLACEHOLDER_TOKENS = (AUDIO_PLACEHOLDER, VIDEO_PLACEHOLDER)
 IGNORE_INDEX = -100
+
+
+def media_inputs(inputs) -> dict:
+    """The media tensors of a batch (processor output or dict), by name."""
+    return {name: inputs[name] for names in MEDIA_INPUTS.values() for name in names if name in inputs}
 # The official code never keeps fewer than 25 Whisper frames (0.5 s), even for shorter clips.
 MIN_AUDIO_FRAMES = 25
 

@@ -23,6 +23,7 @@ from transformers.utils.generic import can_return_tuple
 
 from .configuration_omni_avsr import (
     IGNORE_INDEX,
+    MEDIA_INPUTS,
     TASK_MODALITIES,
     OmniAVSRConfig,
     audio_encoder_frames,
@@ -40,8 +41,6 @@ from .omni_lora import (
     set_adapter_routing,
 )
 
-
-MEDIA_INPUTS = {"audio": ("input_features", "input_features_mask"), "video": ("pixel_values_videos", "video_mask")}
 
 # Parameter names of the first releases (`audio_encoder.*`, `language_model.model.*`, ...) and where they live in the
 # `model` / `lm_head` layout. Folders written before it load through this map (`from_pretrained`'s `key_mapping`).
@@ -383,6 +382,19 @@ class OmniAVSRModel(OmniAVSRPreTrainedModel):
         pixel_values_videos = pixel_values_videos.to(self.video_encoder.dtype)
         outputs = self.video_encoder(pixel_values_videos, video_mask=video_mask, return_dict=True, **kwargs)
         return outputs, video_mask.sum(-1)
+
+    def encode_media(
+        self, input_features=None, input_features_mask=None, pixel_values_videos=None, video_mask=None, modalities=None
+    ) -> dict[str, tuple[ModelOutput, torch.Tensor]]:
+        """Each given modality (of `modalities`, default: all) through its encoder once: `{modality: (encoder output,
+        frames per clip)}`, which `project_media` turns into tokens at any rate (e.g. every cell of a WER grid)."""
+        modalities = {"audio", "video"} if modalities is None else set(modalities)
+        encoded = {}
+        if input_features is not None and "audio" in modalities:
+            encoded["audio"] = self.encode_audio(input_features, input_features_mask)
+        if pixel_values_videos is not None and "video" in modalities:
+            encoded["video"] = self.encode_video(pixel_values_videos, video_mask)
+        return encoded
 
     def project_media(
         self, modality: str, encoder_outputs: ModelOutput, frame_lengths: torch.Tensor, rate: int | None = None

@@ -9,6 +9,7 @@ from .configuration_omni_avsr import (
     DEFAULT_TASK_PROMPTS,
     IGNORE_INDEX,
     MARKER_TOKENS,
+    MEDIA_INPUTS,
     PLACEHOLDER_TOKENS,
     TASK_MODALITIES,
     TASKS,
@@ -24,7 +25,6 @@ from .media import align_audio_to_frames, is_mouth_crop, not_a_mouth_crop_error
 
 
 SAMPLING_RATE = 16000
-MEDIA_TENSORS = {"audio": ("input_features", "input_features_mask"), "video": ("pixel_values_videos", "video_mask")}
 
 
 class OmniAVSRProcessorKwargs(ProcessingKwargs, total=False):
@@ -259,7 +259,7 @@ class OmniAVSRProcessor(ProcessorMixin):
             output["labels"] = pad_rows(row_labels, IGNORE_INDEX, padding_side)[0].numpy()
         for modality in {"audio", "video"} - set(needs):
             # The task does not read this modality: its tensors would only travel to the model unused.
-            for name in MEDIA_TENSORS[modality]:
+            for name in MEDIA_INPUTS[modality]:
                 data.pop(name, None)
         return {**output, "task": task, **rates}
 

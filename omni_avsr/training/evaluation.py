@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from ..command_line import prepare_output_dir, write_text_atomically
-from ..configuration_omni_avsr import TASK_MODALITIES
+from ..configuration_omni_avsr import TASK_MODALITIES, media_inputs
 from ..data.augment import add_noise
 
 
@@ -141,7 +141,11 @@ def evaluate_wer(
                     for i, waveform in enumerate(audio)
                 ]
             inputs = processor(audio=audio, videos=clips["frames"], sampling_rate=processor.feature_extractor.sampling_rate)
-            encoded = _encode_once(model, inputs.to(model.device), condition)
+            inputs = inputs.to(model.device)
+            encoded = model.model.encode_media(
+                **media_inputs(inputs),
+                modalities={modality for cell in condition for modality in TASK_MODALITIES[cell.task]},
+            )
             for cell in condition:
                 rates = {"audio": cell.audio_rate, "video": cell.video_rate}
                 features = {
@@ -161,17 +165,6 @@ def evaluate_wer(
             results_path.parent.mkdir(parents=True, exist_ok=True)
             write_text_atomically(results_path, json.dumps(rows, indent=1))
     return rows
-
-
-def _encode_once(model, inputs, cells: list[EvaluationCell]) -> dict[str, tuple]:
-    """Each modality the cells read, through its encoder once: every rate and task reuses it."""
-    modalities = {modality for cell in cells for modality in TASK_MODALITIES[cell.task]}
-    encoded = {}
-    if "audio" in modalities:
-        encoded["audio"] = model.model.encode_audio(inputs["input_features"], inputs["input_features_mask"])
-    if "video" in modalities:
-        encoded["video"] = model.model.encode_video(inputs["pixel_values_videos"], inputs["video_mask"])
-    return encoded
 
 
 def _collate_rows(rows: list[dict]) -> dict[str, list]:
