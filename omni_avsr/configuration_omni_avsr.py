@@ -7,6 +7,7 @@ task's token sequence is laid out. Each is written once here.
 
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 from huggingface_hub.dataclasses import strict
 from transformers import AutoConfig, PreTrainedConfig
@@ -75,6 +76,15 @@ def check_rate(modality: str, rate, rates) -> int:
             f"({', '.join(str(choice) for choice in sorted(rates))}): the rates it was trained with."
         )
     return int(rate)
+
+
+def check_finite(name: str, values) -> None:
+    """Refuse NaN or ±inf in `values` (a numpy array or a tensor): they pass through every layer and come out as an
+    empty or garbage transcript, with no error."""
+    finite = torch.isfinite(values) if isinstance(values, torch.Tensor) else np.isfinite(values)
+    if not finite.all():
+        bad, total = int((~finite).sum()), int(np.prod(finite.shape))
+        raise ValueError(f"{name} holds {bad} NaN or infinite value(s) of {total}; expected finite numbers.")
 
 
 def compressed_length(num_frames, rate: int):
@@ -355,8 +365,9 @@ class OmniAVSRConfig(PreTrainedConfig):
             names += self.tasks if task is None else [task]
         return names
 
-    def sequence_tokens(self) -> SequenceTokens:
-        """The ids of this model's sequences (set by `set_token_ids`)."""
+    def check_token_ids(self) -> None:
+        """Refuse a config whose token ids were never set (`set_token_ids`): the model cannot lay out, embed nor end
+        its sequences without them."""
         missing = [
             name
             for name in ("audio_token_id", "video_token_id", "pad_token_id", "eos_token_id")
@@ -367,6 +378,10 @@ class OmniAVSRConfig(PreTrainedConfig):
                 f"OmniAVSRConfig has no {', '.join(missing) or 'prompt_token_ids'}: call "
                 "config.set_token_ids(processor.tokenizer) (a converted or saved Omni-AVSR folder has them)."
             )
+
+    def sequence_tokens(self) -> SequenceTokens:
+        """The ids of this model's sequences (set by `set_token_ids`)."""
+        self.check_token_ids()
         return SequenceTokens(
             audio_start=self.audio_start_token_id,
             audio_end=self.audio_end_token_id,

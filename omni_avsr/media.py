@@ -131,7 +131,7 @@ def load_audio(path: str | os.PathLike, *, max_seconds: float | None = None) -> 
     if samples.shape[1] == 0:
         raise ValueError(f"{path} contains no audio samples.")
     if max_seconds is not None:
-        _check_duration(path, samples.shape[1] / sampling_rate, max_seconds)
+        check_clip_duration(path, samples.shape[1] / sampling_rate, max_seconds)
     waveform = samples.mean(axis=0, dtype=np.float32)
     if sampling_rate != SAMPLING_RATE:
         waveform = soxr.resample(waveform, sampling_rate, SAMPLING_RATE)
@@ -146,16 +146,18 @@ def check_media_file(path: str) -> None:
         raise FileNotFoundError(f"Media file not found: {path}")
 
 
-def _check_duration(path: str, seconds: float, max_seconds: float) -> None:
+def check_clip_duration(name: str, seconds: float, max_seconds: float = MAX_CLIP_SECONDS) -> None:
+    """Refuse a clip (a file, or an array named `name`) longer than `max_seconds`: the one length rule of files, arrays
+    given to the processor and pipeline inputs."""
     if seconds > max_seconds:
-        raise _clip_too_long(path, max_seconds, seconds)
+        raise _clip_too_long(name, max_seconds, seconds)
 
 
-def _clip_too_long(path: str, max_seconds: float, seconds: float | None = None) -> ValueError:
+def _clip_too_long(name: str, max_seconds: float, seconds: float | None = None) -> ValueError:
     """The error for a clip past `max_seconds`; `seconds=None` when decoding stopped at the limit."""
     lasts = f"{seconds:.2f} s" if seconds is not None else f"more than {max_seconds:g} s"
     return _ClipTooLong(
-        f"{path} lasts {lasts}; Omni-AVSR transcribes clips of up to {max_seconds:g} s (the Whisper encoder's "
+        f"{name} lasts {lasts}; Omni-AVSR transcribes clips of up to {max_seconds:g} s (the Whisper encoder's "
         "window). Split longer recordings into clips."
     )
 
@@ -163,7 +165,7 @@ def _clip_too_long(path: str, max_seconds: float, seconds: float | None = None) 
 def _check_announced_duration(path: str, seconds: float | None, max_seconds: float) -> None:
     """Refuse, before decoding, a file whose container announces clearly more than `max_seconds`."""
     if seconds is not None and seconds > max_seconds + _DURATION_METADATA_SLACK_S:
-        _check_duration(path, seconds, max_seconds)
+        check_clip_duration(path, seconds, max_seconds)
 
 
 def _announced_audio_seconds(path: str) -> float | None:

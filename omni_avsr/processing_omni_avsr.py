@@ -1,5 +1,8 @@
 """Processor for Omni-AVSR: Whisper log-mel features, lip-video preprocessing and the LM tokenizer in one object."""
 
+import math
+import numbers
+
 import numpy as np
 import torch
 from transformers import BatchFeature, ProcessorMixin
@@ -15,16 +18,23 @@ from .configuration_omni_avsr import (
     TASKS,
     SequenceTokens,
     audio_encoder_frames,
+    check_finite,
     check_rate,
     check_task,
     compressed_length,
     default_task,
     pad_rows,
 )
-from .media import align_audio_to_frames, is_mouth_crop, not_a_mouth_crop_error
+from .media import (
+    SAMPLING_RATE,
+    VIDEO_FPS,
+    align_audio_to_frames,
+    check_clip_duration,
+    is_mouth_crop,
+    not_a_mouth_crop_error,
+)
 
 
-SAMPLING_RATE = 16000
 
 
 class OmniAVSRProcessorKwargs(ProcessingKwargs, total=False):
@@ -84,6 +94,7 @@ class OmniAVSRProcessor(ProcessorMixin):
         tasks: list[str] | tuple[str, ...] | None = None,
         task_prompts: dict[str, str] | None = None,
     ):
+        _check_video_settings(video_crop_size, video_mean, video_std)
         self.video_crop_size = video_crop_size
         self.video_mean = video_mean
         self.video_std = video_std
@@ -174,7 +185,8 @@ class OmniAVSRProcessor(ProcessorMixin):
         batch_sizes = {}
         clips = None
         if videos is not None:
-            clips = [self._prepare_frames(clip, index) for index, clip in enumerate(_as_list(videos))]
+            clips = [self._normalize_frames(self.prepare_frames(clip, f"videos[{index}]"))
+                     for index, clip in enumerate(_as_batch(videos, "videos"))]
             batch_sizes["videos"] = len(clips)
             data["pixel_values_videos"], data["video_mask"] = _pad_videos(clips)
         if audio is not None:
@@ -184,7 +196,7 @@ class OmniAVSRProcessor(ProcessorMixin):
             data["input_features"], data["input_features_mask"] = self._log_mel_features(waveforms)
         texts = None
         if text is not None:
-            texts = [text] if isinstance(text, str) else list(text)
+            texts = [text] if isinstance(text, str) else _as_batch(text, "text")
             batch_sizes["text"] = len(texts)
         if len(set(batch_sizes.values())) > 1:
             raise ValueError(f"Batch sizes disagree between inputs: {batch_sizes}.")
@@ -274,38 +286,50 @@ class OmniAVSRProcessor(ProcessorMixin):
     def _prepare_waveforms(
         self, audio, sampling_rate: int | None, resample: bool, num_frames: list[int] | None
     ) -> list[np.ndarray]:
+        waveforms = []
+        max_seconds = self.feature_extractor.n_samples / SAMPLING_RATE
+        for index, waveform in enumerate(_as_batch(audio, "audio")):
+            name = f"audio[{index}]"
+            waveform = self.prepare_audio(waveform, sampling_rate, resample, name)
+            if num_frames is not None and index < len(num_frames):
+                # Audio-visual clips: the waveform spans exactly the video, as the reference aligns them.
+                waveform = align_audio_to_frames(waveform, num_frames[index], name)
+            check_clip_duration(name, waveform.shape[0] / SAMPLING_RATE, max_seconds)
+            if self.normalize_waveform:
+                waveform = (waveform - waveform.mean()) / np.sqrt(waveform.var() + 1e-8)
+            waveforms.append(waveform)
+        return waveforms
+
+    def prepare_audio(
+        self, waveform, sampling_rate: int | None, resample: bool = False, name: str = "audio"
+    ) -> np.ndarray:
+        """`waveform` as the processor reads it: float32 mono at 16 kHz (resampled when `resample`), or an error naming
+        `name` for audio that is empty, not finite, of an unknown layout or at another rate. The pipelines call it on
+        each input, so that their errors name the input rather than its place in a batch."""
         if sampling_rate is None:
             raise ValueError(
                 "`sampling_rate` is required with `audio` (expected 16000 Hz): a waveform at the wrong rate would be "
                 "transcribed silently wrong."
             )
-        waveforms = []
-        for index, waveform in enumerate(_as_list(audio)):
-            waveform = _to_mono(np.asarray(waveform, dtype=np.float32), index)
-            if waveform.size == 0:
-                raise ValueError(f"audio[{index}] is empty.")
-            if sampling_rate != SAMPLING_RATE:
-                if not resample:
-                    raise ValueError(
-                        f"audio is at {sampling_rate} Hz but Omni-AVSR expects {SAMPLING_RATE} Hz; resample it or "
-                        "pass resample=True."
-                    )
-                import soxr
-
-                waveform = soxr.resample(waveform, sampling_rate, SAMPLING_RATE).astype(np.float32)
-            if num_frames is not None and index < len(num_frames):
-                # Audio-visual clips: the waveform spans exactly the video, as the reference aligns them.
-                waveform = align_audio_to_frames(waveform, num_frames[index], f"audio[{index}]")
-            max_samples = self.feature_extractor.n_samples
-            if waveform.shape[0] > max_samples:
+        if isinstance(sampling_rate, bool) or not isinstance(sampling_rate, numbers.Integral) or sampling_rate <= 0:
+            raise ValueError(
+                f"sampling_rate must be a whole number of Hz above 0 (Omni-AVSR expects {SAMPLING_RATE}); got "
+                f"{sampling_rate!r}."
+            )
+        waveform = _to_mono(np.asarray(waveform, dtype=np.float32), name)
+        if waveform.size == 0:
+            raise ValueError(f"{name} is empty.")
+        check_finite(name, waveform)
+        if sampling_rate != SAMPLING_RATE:
+            if not resample:
                 raise ValueError(
-                    f"audio[{index}] lasts {waveform.shape[0] / SAMPLING_RATE:.2f} s; the Whisper encoder's window is "
-                    f"{max_samples / SAMPLING_RATE:.0f} s. Split longer recordings into segments."
+                    f"{name} is at {sampling_rate} Hz but Omni-AVSR expects {SAMPLING_RATE} Hz; resample it or pass "
+                    "resample=True."
                 )
-            if self.normalize_waveform:
-                waveform = (waveform - waveform.mean()) / np.sqrt(waveform.var() + 1e-8)
-            waveforms.append(waveform)
-        return waveforms
+            import soxr
+
+            waveform = soxr.resample(waveform, sampling_rate, SAMPLING_RATE).astype(np.float32)
+        return waveform
 
     def _log_mel_features(self, waveforms: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """Whisper log-mel features of the 30 s window and the mask of the frames that hold audio.
@@ -344,28 +368,38 @@ class OmniAVSRProcessor(ProcessorMixin):
             mask[index, : -(-len(waveform) // extractor.hop_length)] = 1
         return features, mask
 
-    def _prepare_frames(self, frames, index: int) -> np.ndarray:
+    def prepare_frames(self, frames, name: str = "videos") -> np.ndarray:
+        """`frames` as (frames, height, width, channels) uint8 mouth crops, or an error naming `name` for frames of
+        another type, layout or size, none at all, or more than a clip of `MAX_CLIP_SECONDS` at 25 fps (as audio
+        longer than the Whisper window is refused). The pipelines call it on each input."""
         frames = np.asarray(frames)
         if frames.dtype != np.uint8:
-            raise ValueError(f"videos[{index}] has dtype {frames.dtype}; expected uint8 frames in [0, 255].")
+            raise ValueError(f"{name} has dtype {frames.dtype}; expected uint8 frames in [0, 255].")
         if frames.ndim == 3:
             frames = frames[..., None]
         if frames.ndim != 4 or frames.shape[-1] not in (1, 3):
             raise ValueError(
-                f"videos[{index}] has shape {frames.shape}; expected (frames, height, width) or (frames, height, "
-                "width, 1 or 3 channels)."
+                f"{name} has shape {frames.shape}; expected (frames, height, width) or (frames, height, width, 1 or 3 "
+                "channels)."
             )
         num_frames, height, width = frames.shape[:3]
         crop = self.video_crop_size
         if num_frames == 0:
-            raise ValueError(f"videos[{index}] has no frames.")
+            raise ValueError(f"{name} has no frames.")
+        check_clip_duration(name, num_frames / VIDEO_FPS)
         if not is_mouth_crop(height, width):
-            raise not_a_mouth_crop_error(f"videos[{index}]", height, width)
+            raise not_a_mouth_crop_error(name, height, width)
         if height < crop or width < crop:
             raise ValueError(
-                f"videos[{index}] frames are {height}×{width}; expected mouth crops of at least {crop}×{crop} "
-                "(auto-avsr preprocessing gives 96×96)."
+                f"{name} frames are {height}×{width}; expected mouth crops of at least {crop}×{crop} (auto-avsr "
+                "preprocessing gives 96×96)."
             )
+        return frames
+
+    def _normalize_frames(self, frames: np.ndarray) -> np.ndarray:
+        """Centre crop, grayscale and AV-HuBERT's normalisation of frames `prepare_frames` accepted."""
+        height, width = frames.shape[1:3]
+        crop = self.video_crop_size
         top, left = (height - crop) // 2, (width - crop) // 2
         pixels = frames[:, top : top + crop, left : left + crop].astype(np.float32) / 255.0
         if pixels.shape[-1] == 3:
@@ -394,21 +428,43 @@ class OmniAVSRProcessor(ProcessorMixin):
         ]
 
 
-def _as_list(inputs) -> list:
-    """A single array (or one clip given as a tensor) becomes a batch of one."""
-    if isinstance(inputs, (list, tuple)):
-        return list(inputs)
-    return [inputs]
+def _as_batch(inputs, name: str) -> list:
+    """A single array (or one clip given as a tensor) becomes a batch of one; an empty list is refused."""
+    batch = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
+    if not batch:
+        raise ValueError(f"`{name}` is an empty list; expected at least one clip.")
+    return batch
 
 
-def _to_mono(waveform: np.ndarray, index: int) -> np.ndarray:
+def _check_video_settings(crop_size, mean, std) -> None:
+    """Refuse video settings (given, or read from `processor_config.json`) that would make every clip an empty crop
+    or NaN / ±inf pixels (a zero std divides by zero)."""
+    if isinstance(crop_size, bool) or not isinstance(crop_size, numbers.Integral) or crop_size < 1:
+        raise ValueError(f"video_crop_size must be a whole number of pixels ≥ 1 (default 88), got {crop_size!r}.")
+    if not _is_number(mean) or not 0.0 <= mean <= 1.0:
+        raise ValueError(
+            f"video_mean must be a number in [0, 1], the mean of grayscale pixels scaled to [0, 1] (default 0.421); "
+            f"got {mean!r}."
+        )
+    if not _is_number(std) or not (math.isfinite(std) and std > 0):
+        raise ValueError(
+            f"video_std must be a finite number above 0, the std of grayscale pixels scaled to [0, 1] (default 0.165); "
+            f"got {std!r}."
+        )
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _to_mono(waveform: np.ndarray, name: str) -> np.ndarray:
     if waveform.ndim == 1:
         return waveform
     if waveform.ndim == 2 and min(waveform.shape) <= 8:
         channel_axis = 0 if waveform.shape[0] <= 8 and waveform.shape[0] < waveform.shape[1] else 1
         return waveform.mean(axis=channel_axis)
     raise ValueError(
-        f"audio[{index}] has shape {waveform.shape}; expected (samples,) or a multi-channel (channels, samples) / "
+        f"{name} has shape {waveform.shape}; expected (samples,) or a multi-channel (channels, samples) / "
         "(samples, channels) array with at most 8 channels."
     )
 

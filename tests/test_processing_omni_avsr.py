@@ -78,7 +78,7 @@ def test_audio_bad_input(processor):
     assert resampled["input_features_mask"].sum() == 100
     with pytest.raises(ValueError, match=r"audio\[0\] is empty"):
         processor(audio=[np.zeros(0, np.float32)], sampling_rate=16000)
-    with pytest.raises(ValueError, match=r"lasts 31.00 s; the Whisper encoder's window is 30 s"):
+    with pytest.raises(ValueError, match=r"audio\[0\] lasts 31.00 s; Omni-AVSR transcribes clips of up to 30 s"):
         processor(audio=[np.zeros(31 * 16000, np.float32)], sampling_rate=16000)
     with pytest.raises(ValueError, match="at most 8 channels"):
         processor(audio=[np.zeros((16, 16000), np.float32)], sampling_rate=16000)
