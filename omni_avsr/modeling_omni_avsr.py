@@ -27,6 +27,7 @@ from .configuration_omni_avsr import (
     TASK_MODALITIES,
     OmniAVSRConfig,
     audio_encoder_frames,
+    check_finite,
     compressed_length,
     kept_mel_frames,
     pad_rows,
@@ -255,7 +256,16 @@ class OmniAVSRModel(OmniAVSRPreTrainedModel):
     # ----- media → LM embeddings -------------------------------------------------------------------------------
 
     def check_media(self, input_features=None, input_features_mask=None, pixel_values_videos=None, video_mask=None):
-        """Refuse media tensors of the wrong shape, without their masks, or from batches of different sizes."""
+        """Refuse media tensors of the wrong shape, without their masks (or masks without them), empty batches, or
+        batches of different sizes. Shapes only: no host sync, so the training forward runs it too."""
+        for mask_name, mask, media_name, media in (
+            ("input_features_mask", input_features_mask, "input_features", input_features),
+            ("video_mask", video_mask, "pixel_values_videos", pixel_values_videos),
+        ):
+            if mask is not None and media is None:
+                raise ValueError(f"{mask_name} was given without {media_name}; expected both (the processor's output).")
+            if media is not None and media.ndim > 0 and media.shape[0] == 0:
+                raise ValueError(f"{media_name} is an empty batch (0 clips); expected at least one clip.")
         sizes = {}
         if input_features is not None:
             if self.audio_encoder is None:
@@ -452,8 +462,25 @@ class OmniAVSRModel(OmniAVSRPreTrainedModel):
         gathered = tokens.to(inputs_embeds.device, inputs_embeds.dtype)[row_clip[:, None], position]
         return torch.where(placeholders[..., None], gathered, inputs_embeds)
 
+    def check_input_ids(self, input_ids: torch.LongTensor) -> None:
+        """Refuse ids that are neither in the LM's embeddings nor a media placeholder (ids of another tokenizer?),
+        which would fail deep inside the embedding lookup. It reads the ids on the host: `generate` runs it, the
+        training forward does not."""
+        self.config.check_token_ids()
+        vocabulary = self.get_input_embeddings().num_embeddings
+        placeholders = (input_ids == self.config.audio_token_id) | (input_ids == self.config.video_token_id)
+        outside = ((input_ids < 0) | (input_ids >= vocabulary)) & ~placeholders
+        if outside.any():
+            row, position = (int(index) for index in outside.nonzero()[0])
+            raise ValueError(
+                f"input_ids[{row}, {position}] is {int(input_ids[row, position])}: outside the language model's "
+                f"vocabulary (0 to {vocabulary - 1}) and not a media placeholder ({self.config.audio_token_id}, "
+                f"{self.config.video_token_id}); expected the ids this model's processor (its tokenizer) gives."
+            )
+
     def embed_tokens(self, input_ids: torch.LongTensor) -> torch.Tensor:
         """LM embeddings of `input_ids`; placeholders (which may lie past the LM's vocabulary) read the pad row."""
+        self.config.check_token_ids()
         placeholders = (input_ids == self.config.audio_token_id) | (input_ids == self.config.video_token_id)
         return self.get_input_embeddings()(input_ids.masked_fill(placeholders, self.config.pad_token_id))
 
@@ -566,6 +593,9 @@ class OmniAVSRForConditionalGeneration(OmniAVSRPreTrainedModel, GenerationMixin)
     """
 
     _tied_weights_keys = {"lm_head.weight": "model.language_model.embed_tokens.weight"}
+    # Set by `generate` for its first forward (the prefill), whatever the decoding method: that forward checks that its
+    # logits are finite, once per call, so that the training forward never waits on the device for it.
+    _check_next_logits = False
 
     def __init__(self, config: OmniAVSRConfig):
         super().__init__(config)
@@ -594,15 +624,60 @@ class OmniAVSRForConditionalGeneration(OmniAVSRPreTrainedModel, GenerationMixin)
         return self.model.language_model
 
     @classmethod
-    def from_pretrained(cls, *args, **kwargs):
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
         """Load as usual (folders of the first releases too, through their parameter names), then re-apply the
-        configured freezing (loading creates fresh trainable parameters)."""
+        configured freezing (loading creates fresh trainable parameters).
+
+        Weights of the wrong shape are refused, naming them (pass `ignore_mismatched_sizes=True` to initialise them
+        anew). Weights the model has and the checkpoint lacks, or the reverse, are kept in `checkpoint_gaps`: training
+        from a folder may add parameters, but inference must not run on initialised ones (`check_weights_loaded`).
+        """
         legacy = {"^" + re.escape(old): new for old, new in LEGACY_KEY_PREFIXES.items()}
         kwargs["key_mapping"] = {**legacy, **(kwargs.get("key_mapping") or {})}
-        loaded = super().from_pretrained(*args, **kwargs)
-        model = loaded[0] if isinstance(loaded, tuple) else loaded
+        output_loading_info = kwargs.pop("output_loading_info", False)
+        ignore_mismatched_sizes = kwargs.pop("ignore_mismatched_sizes", False)
+        # Mismatched weights are loaded as "ignored" so that the refusal below can name them and the folder.
+        model, loading_info = super().from_pretrained(
+            pretrained_model_name_or_path, *args, output_loading_info=True, ignore_mismatched_sizes=True, **kwargs
+        )
+        mismatched = sorted(loading_info["mismatched_keys"])
+        if mismatched and not ignore_mismatched_sizes:
+            shapes = "; ".join(
+                f"{key} (checkpoint {tuple(saved)}, model {tuple(built)})" for key, saved, built in mismatched[:3]
+            )
+            raise ValueError(
+                f"{pretrained_model_name_or_path}: {len(mismatched)} weights do not have the shape its config.json "
+                f"gives them: {shapes}. Expected the config.json saved with these weights (projector_hidden_size, "
+                "lora_rank, encoder sizes, ...); pass ignore_mismatched_sizes=True to initialise them anew for "
+                "training."
+            )
+        model.checkpoint_gaps = {
+            "source": str(pretrained_model_name_or_path),
+            "missing": sorted(loading_info["missing_keys"] | {key for key, _, _ in mismatched}),
+            "unexpected": sorted(loading_info["unexpected_keys"]),
+        }
         model.apply_freezing()
-        return loaded
+        return (model, loading_info) if output_loading_info else model
+
+    def check_weights_loaded(self) -> None:
+        """Refuse to transcribe with a model whose checkpoint did not hold exactly its weights (a config.json edited
+        or from another checkpoint: other rates, LoRA variant, projector layout): the weights it lacks were
+        initialised at random, and the ones it does not use were dropped. Training fills such weights: `train()`
+        forgets the gaps. The pipelines and the command line call it; a model built in memory passes."""
+        gaps = getattr(self, "checkpoint_gaps", None)
+        if gaps is None or not (gaps["missing"] or gaps["unexpected"]):
+            return
+
+        def listed(keys):
+            return ", ".join(keys[:3]) + (f" and {len(keys) - 3} more" if len(keys) > 3 else "")
+
+        found = [f"{len(gaps[kind])} {kind} ({listed(gaps[kind])})" for kind in ("missing", "unexpected") if gaps[kind]]
+        raise ValueError(
+            f"{gaps['source']}: its weights do not cover the model its config.json describes: {' and '.join(found)} "
+            "weights, so it would transcribe with randomly initialised ones. Expected the config.json saved with "
+            "these weights (the same audio_rates, video_rates, lora_variant, tasks, projector layout); training from "
+            "the folder (from_pretrained, then train) may add weights."
+        )
 
     @classmethod
     def from_components(
@@ -667,8 +742,11 @@ class OmniAVSRForConditionalGeneration(OmniAVSRPreTrainedModel, GenerationMixin)
             param.requires_grad = ".lora_" in name or not name.startswith(frozen_prefixes)
 
     def train(self, mode: bool = True):
-        """Frozen encoders stay in eval mode (no dropout, fixed BatchNorm statistics) while the rest trains."""
+        """Frozen encoders stay in eval mode (no dropout, fixed BatchNorm statistics) while the rest trains. Weights
+        the checkpoint lacked get trained from here on, so `check_weights_loaded` no longer refuses them."""
         super().train(mode)
+        if mode:
+            self.checkpoint_gaps = None
         for encoder, frozen in (
             (self.model.audio_encoder, self.config.freeze_audio_encoder),
             (self.model.video_encoder, self.config.freeze_video_encoder),
@@ -761,6 +839,10 @@ class OmniAVSRForConditionalGeneration(OmniAVSRPreTrainedModel, GenerationMixin)
             **kwargs,
         )
         logits = self.lm_head(slice_logits_to_keep(outputs.last_hidden_state, logits_to_keep))
+        if self._check_next_logits:
+            self._check_next_logits = False
+            if not torch.isfinite(logits[:, -1]).all():
+                raise self._non_finite_logits_error()
         loss = None
         if labels is not None:
             loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.text_config.vocab_size)
@@ -910,6 +992,7 @@ class OmniAVSRForConditionalGeneration(OmniAVSRPreTrainedModel, GenerationMixin)
         self.model.check_media(**media)
         if inputs_embeds is not None and (input_features is not None or pixel_values_videos is not None):
             raise ValueError("Media go with input_ids (their placeholders say where); inputs_embeds are used as given.")
+        self._check_generate_inputs(input_ids, inputs_embeds, media, generate_kwargs)
         task = self.model.resolve_tasks(task, input_features, pixel_values_videos)[0]
         needs = ()
         cache = generate_kwargs.get("cache", generate_kwargs.get("past_key_values"))
@@ -939,7 +1022,12 @@ class OmniAVSRForConditionalGeneration(OmniAVSRPreTrainedModel, GenerationMixin)
             generate_kwargs["cache"] = self._prefill_prompt(prompt, generate_kwargs["attention_mask"], task, media, rates)
             generate_kwargs["cache"].batch_repeat_interleave(copies)
             media = {}
-        outputs = super().generate(**prompt, task=task, **media, **rates, **generate_kwargs)
+        # Tokens picked from NaN scores decode to an empty or garbage transcript, with no error.
+        self._check_next_logits = True
+        try:
+            outputs = super().generate(**prompt, task=task, **media, **rates, **generate_kwargs)
+        finally:
+            self._check_next_logits = False
         if not new_tokens_only:
             return outputs
         prompt_length = input_ids.shape[1]
@@ -947,6 +1035,55 @@ class OmniAVSRForConditionalGeneration(OmniAVSRPreTrainedModel, GenerationMixin)
             return outputs[:, prompt_length:]
         outputs.sequences = outputs.sequences[:, prompt_length:]
         return outputs
+
+    def _check_generate_inputs(self, input_ids, inputs_embeds, media: dict, generate_kwargs: dict) -> None:
+        """What `generate` refuses before any work (inputs from the processor pass): non-finite media or embeddings,
+        prompts and masks that disagree with each other or the media, ids outside the vocabulary, beam counts that
+        are not whole numbers ≥ 1. Reading values syncs with the device once per call, never in training."""
+        for name, values in (*media.items(), ("inputs_embeds", inputs_embeds)):
+            if values is not None and values.is_floating_point():
+                check_finite(name, values)
+        prompt_name, prompt = ("input_ids", input_ids) if input_ids is not None else ("inputs_embeds", inputs_embeds)
+        if prompt is not None:
+            if prompt.shape[0] == 0:
+                raise ValueError(f"{prompt_name} is an empty batch (0 rows); expected at least one clip.")
+            attention_mask = generate_kwargs.get("attention_mask")
+            if attention_mask is not None and tuple(attention_mask.shape) != tuple(prompt.shape[:2]):
+                raise ValueError(
+                    f"attention_mask has shape {tuple(attention_mask.shape)}; expected {tuple(prompt.shape[:2])}, one "
+                    f"entry per token of {prompt_name}."
+                )
+            for name in ("input_features", "pixel_values_videos"):
+                if media[name] is not None and media[name].shape[0] != prompt.shape[0]:
+                    raise ValueError(
+                        f"{name} holds {media[name].shape[0]} clip(s) but {prompt_name} has {prompt.shape[0]} row(s); "
+                        "expected one row per clip (the processor's output as it is)."
+                    )
+        if input_ids is not None:
+            self.model.check_input_ids(input_ids)
+        generation_config = generate_kwargs.get("generation_config") or self.generation_config
+        for name in ("num_beams", "num_return_sequences"):
+            value = generate_kwargs.get(name, getattr(generation_config, name))
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ValueError(f"{name} must be a whole number ≥ 1, got {value!r}.")
+
+    def _non_finite_logits_error(self) -> ValueError:
+        """The error for NaN or ±inf logits from finite inputs (`generate` checked them): it names the weights that
+        are not finite, or else the arithmetic that overflowed."""
+        tensors = (*self.named_parameters(), *self.named_buffers())
+        broken = [
+            name for name, tensor in tensors
+            if tensor.is_floating_point() and tensor.device.type != "meta" and not torch.isfinite(tensor).all()
+        ]
+        if broken:
+            listed = ", ".join(broken[:3]) + (f" and {len(broken) - 3} more" if len(broken) > 3 else "")
+            cause = f"the weights {listed} hold NaN or infinite values (a corrupt or diverged checkpoint?)"
+        else:
+            cause = f"the weights are finite, so the {self.dtype} arithmetic overflowed (try float32 or bfloat16)"
+        return ValueError(
+            f"The model's logits are NaN or infinite: {cause}. No transcript is returned; expected a checkpoint with "
+            "finite weights."
+        )
 
     def prompt_embeddings(
         self, task: str, audio_features: OmniAVSRMediaOutput | None = None, video_features: OmniAVSRMediaOutput | None = None
