@@ -1,6 +1,7 @@
 """The `omni-avsr` console command: transcribe lip-reading clips with an Omni-AVSR model, crop face videos."""
 
 import argparse
+import logging
 import os
 import sys
 
@@ -218,6 +219,11 @@ def _load_model_and_processor(name: str):
             f"Model folder not found: {name} (expected a folder with config.json or a Hub id such as "
             "org/Omni-AVSR-ST)."
         )
+    # transformers logs a table of weights the folder lacks or has in excess; the pipeline refuses such a folder in
+    # one line that names them.
+    report_logger = logging.getLogger("transformers.modeling_utils")
+    level = report_logger.level
+    report_logger.setLevel(logging.ERROR)
     try:
         model = AutoModelForSpeechSeq2Seq.from_pretrained(name).eval()
     except SafetensorError as error:
@@ -225,6 +231,8 @@ def _load_model_and_processor(name: str):
             f"{name}: the model weights cannot be read ({error}); expected complete .safetensors files (a copy or "
             "download cut short?)."
         ) from error
+    finally:
+        report_logger.setLevel(level)
     try:
         processor = AutoProcessor.from_pretrained(name)
     except (*EXPECTED_ERRORS, TypeError) as error:

@@ -17,7 +17,16 @@ from transformers.pipelines import PIPELINE_REGISTRY, AutomaticSpeechRecognition
 from transformers.pipelines.base import ChunkPipeline
 
 from .configuration_omni_avsr import TASK_MODALITIES
-from .media import AUDIO_EXTENSIONS, SAMPLING_RATE, load_audio, load_clip
+from .media import (
+    AUDIO_EXTENSIONS,
+    MAX_CLIP_SECONDS,
+    SAMPLING_RATE,
+    align_audio_to_frames,
+    check_clip_duration,
+    check_media_file,
+    load_audio,
+    load_clip,
+)
 
 
 AUDIO_VISUAL_TASK = "audio-visual-speech-recognition"
@@ -82,6 +91,8 @@ class AudioVisualSpeechRecognitionPipeline(AutomaticSpeechRecognitionPipeline):
                 "Omni-AVSR pipelines need the model's OmniAVSRProcessor: pass `processor=` or load the pipeline from a "
                 "folder or Hub repository that holds `processor_config.json`."
             )
+        # A folder whose config does not describe its weights would transcribe with random ones.
+        model.check_weights_loaded()
         # The processor holds the tokenizer and the feature extractor `pipeline()` may also have loaded.
         kwargs.pop("tokenizer", None)
         kwargs.pop("feature_extractor", None)
@@ -140,7 +151,7 @@ class AudioVisualSpeechRecognitionPipeline(AutomaticSpeechRecognitionPipeline):
         self._check_modalities(task, available, path)
         needs = TASK_MODALITIES[task]
         clip = load_clip(path, audio="audio" in needs, video="video" in needs)
-        return {"task": task, "audio": clip.audio, "sampling_rate": SAMPLING_RATE, "frames": clip.frames}
+        return self._item(task, clip.audio, SAMPLING_RATE, clip.frames, audio_name=path, frames_name=path)
 
     def _read_dict(self, inputs: dict, task: str | None) -> dict:
         unexpected = set(inputs) - {"audio", "sampling_rate", "frames"}
@@ -158,12 +169,26 @@ class AudioVisualSpeechRecognitionPipeline(AutomaticSpeechRecognitionPipeline):
         task = task or self._default_task(available, "the input dict")
         self._check_modalities(task, available, "the input dict")
         needs = TASK_MODALITIES[task]
-        return {
-            "task": task,
-            "audio": _as_numpy(audio) if "audio" in needs else None,
-            "sampling_rate": inputs.get("sampling_rate") if "audio" in needs else None,
-            "frames": _as_numpy(frames) if "video" in needs else None,
-        }
+        return self._item(
+            task,
+            _as_numpy(audio) if "audio" in needs else None,
+            inputs.get("sampling_rate"),
+            _as_numpy(frames) if "video" in needs else None,
+            audio_name="the input dict's 'audio'",
+            frames_name="the input dict's 'frames'",
+        )
+
+    def _item(self, task, audio, sampling_rate, frames, audio_name: str, frames_name: str) -> dict:
+        """One input's media under the processor's per-clip rules (16 kHz mono audio, aligned to the frames), with
+        errors that name the input; `_forward` batches them."""
+        if frames is not None:
+            self.processor.prepare_frames(frames, frames_name)
+        if audio is not None:
+            audio = self.processor.prepare_audio(audio, sampling_rate, resample=True, name=audio_name)
+            if frames is not None:
+                audio = align_audio_to_frames(audio, len(frames), audio_name)
+            check_clip_duration(audio_name, len(audio) / SAMPLING_RATE)
+        return {"task": task, "audio": audio, "frames": frames}
 
     @staticmethod
     def _check_modalities(task: str, available: set[str], source: str) -> None:
@@ -176,22 +201,21 @@ class AudioVisualSpeechRecognitionPipeline(AutomaticSpeechRecognitionPipeline):
             )
 
     def _forward(self, model_inputs, audio_rate=None, video_rate=None, **generate_kwargs):
-        """Run the processor and `generate` once per group of clips that share a task and a sampling rate."""
+        """Run the processor and `generate` once per group of clips that share a task."""
         batched = isinstance(model_inputs["task"], list)
         columns = {key: value if batched else [value] for key, value in model_inputs.items()}
         num_clips = len(columns["task"])
         generate_kwargs = self._prepare_generate_kwargs(generate_kwargs)
         groups = {}
         for index in range(num_clips):
-            groups.setdefault((columns["task"][index], columns["sampling_rate"][index]), []).append(index)
+            groups.setdefault(columns["task"][index], []).append(index)
         rows = [None] * num_clips
-        for (task, sampling_rate), indices in groups.items():
+        for task, indices in groups.items():
             needs = TASK_MODALITIES[task]
             inputs = self.processor(
                 audio=[columns["audio"][i] for i in indices] if "audio" in needs else None,
                 videos=[columns["frames"][i] for i in indices] if "video" in needs else None,
-                sampling_rate=sampling_rate,
-                resample=True,
+                sampling_rate=SAMPLING_RATE,
                 task=task,
                 audio_rate=audio_rate,
                 video_rate=video_rate,
@@ -279,20 +303,21 @@ class OmniAVSRSpeechRecognitionPipeline(AudioVisualSpeechRecognitionPipeline):
 
     def preprocess(self, inputs, task="asr"):
         if isinstance(inputs, (str, os.PathLike)):
-            path = os.fspath(inputs)
-            self._check_modalities(task, media_in_file(path), path)
-            audio, sampling_rate = load_audio(path), SAMPLING_RATE
+            name = os.fspath(inputs)
+            self._check_modalities(task, media_in_file(name), name)
+            audio, sampling_rate = load_audio(name, max_seconds=MAX_CLIP_SECONDS), SAMPLING_RATE
         elif isinstance(inputs, dict):
-            audio, sampling_rate = _audio_from_dict(inputs)
+            audio, sampling_rate, key = _audio_from_dict(inputs)
+            name = f"the input dict's {key!r}"
         elif isinstance(inputs, (np.ndarray, torch.Tensor)):
-            audio, sampling_rate = _as_numpy(inputs), SAMPLING_RATE
+            audio, sampling_rate, name = _as_numpy(inputs), SAMPLING_RATE, "the input waveform"
         else:
             raise ValueError(
                 f"The {SPEECH_RECOGNITION_TASK} pipeline takes a waveform at {SAMPLING_RATE} Hz (numpy array or "
                 "tensor), a dict with 'raw' (or 'array') and 'sampling_rate', or a local audio/video file path; got "
                 f"{type(inputs).__name__}."
             )
-        yield {"is_last": True, "task": task, "audio": audio, "sampling_rate": sampling_rate, "frames": None}
+        yield {"is_last": True, **self._item(task, audio, sampling_rate, None, audio_name=name, frames_name=name)}
 
     def postprocess(self, model_outputs):
         return {"text": super().postprocess(model_outputs)["text"]}
@@ -301,8 +326,7 @@ class OmniAVSRSpeechRecognitionPipeline(AudioVisualSpeechRecognitionPipeline):
 def media_in_file(path: str) -> set[str]:
     """The media a file offers: `{"audio", "video"}` or a subset (a sibling `.wav` counts as audio, as in
     `load_clip`)."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"Media file not found: {path}")
+    check_media_file(path)
     if path.lower().endswith(AUDIO_EXTENSIONS):
         return {"audio"}
     try:
@@ -316,7 +340,8 @@ def media_in_file(path: str) -> set[str]:
     return available
 
 
-def _audio_from_dict(inputs: dict) -> tuple[np.ndarray, int]:
+def _audio_from_dict(inputs: dict) -> tuple[np.ndarray, int, str]:
+    """The waveform of a stock-style audio dict, its sampling rate and the key that held it."""
     if "stride" in inputs:
         raise ValueError("`stride` is only for CTC models; Omni-AVSR transcribes each clip whole.")
     keys = [key for key in ("raw", "array", "audio") if inputs.get(key) is not None]
@@ -325,7 +350,7 @@ def _audio_from_dict(inputs: dict) -> tuple[np.ndarray, int]:
             "An audio dict needs exactly one waveform under 'raw' (or 'array') and its 'sampling_rate' in Hz, got "
             f"keys {sorted(inputs)}."
         )
-    return _as_numpy(inputs[keys[0]]), inputs["sampling_rate"]
+    return _as_numpy(inputs[keys[0]]), inputs["sampling_rate"], keys[0]
 
 
 def _as_numpy(array) -> np.ndarray:
