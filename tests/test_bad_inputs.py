@@ -1,10 +1,10 @@
-"""Bad inputs at the entry points users call: the `omni-avsr` command, media loading, the corpus loaders, the
-checkpoint converters and writers, model cards and the evaluation.
+"""Bad inputs at the entry points users call: the `omni-avsr` command, media loading, the processor, the model's
+`generate` and loading, the pipelines, the corpus loaders, the checkpoint converters and writers, model cards and the
+evaluation.
 
 Each row of the table states the error: an exception type, or the exit status of a command (which must then print
 exactly one error line, no traceback). The message must name the file or field and say what was expected, and every
-file that existed before the call must be left as it was. The processor and model rows join this table with the
-processor/`generate` validation.
+file that existed before the call must be left as it was.
 """
 
 import hashlib
@@ -12,17 +12,20 @@ import json
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
+from functools import cache, partial
 from pathlib import Path
 
+import numpy as np
 import pytest
 import soundfile
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 from test_cli import model_dir  # noqa: F401 (fixture)
 from test_media import sine, write_clip, write_video
-from tiny_models import tiny_model, tiny_processor
+from tiny_models import tiny_clips, tiny_config, tiny_model, tiny_processor, tiny_tokenizer
+from transformers import WhisperFeatureExtractor, pipeline
 
+from omni_avsr import OmniAVSRConfig, OmniAVSRForConditionalGeneration, OmniAVSRProcessor
 from omni_avsr.cli import main as omni_avsr
 from omni_avsr.convert.avhubert import main as convert_avhubert
 from omni_avsr.convert.ctranslate2_whisper import main as convert_ctranslate2_whisper
@@ -78,6 +81,33 @@ class Workspace:
     def results(self, rows) -> Path:
         return self.file("results.json", json.dumps(rows))
 
+    def edited_model(self, name: str, **config) -> Path:
+        """A copy of the tiny model whose config.json says `config` (e.g. other rates) about the same weights."""
+        folder = self.model_copy(name)
+        edited = {**json.loads((folder / "config.json").read_text()), **config}
+        (folder / "config.json").write_text(json.dumps(edited))
+        return folder
+
+    def edited_processor(self, name: str, **settings) -> Path:
+        folder = self.model_copy(name)
+        edited = {**json.loads((folder / "processor_config.json").read_text()), **settings}
+        (folder / "processor_config.json").write_text(json.dumps(edited))
+        return folder
+
+    def nan_model(self, name: str, weight: str) -> Path:
+        """A copy of the tiny model with NaN in one weight, as a diverged training run saves it."""
+        folder = self.model_copy(name)
+        weights = load_file(folder / "model.safetensors")
+        weights[weight][0] = float("nan")
+        save_file(weights, folder / "model.safetensors", metadata={"format": "pt"})
+        return folder
+
+    def nan_wav(self, name: str = "nan.wav") -> Path:
+        samples = sine(1.0)
+        samples[100] = np.nan
+        soundfile.write(self.root / name, samples, 16000, subtype="FLOAT")
+        return self.root / name
+
 
 @dataclass(frozen=True)
 class Case:
@@ -128,6 +158,93 @@ def _evaluate_into_other_results(ws: Workspace):
     other = {**RECORD, "num_clips": 200}
     return partial(evaluate_wer, model, processor, [], evaluation_cells(model.config), output_dir=ws.root, measured_on=other)
 
+
+@cache
+def _omni():
+    """The tiny model and its processor, shared by the processor, generate and pipeline rows (none changes them)."""
+    processor = tiny_processor()
+    return tiny_model(processor).eval(), processor
+
+
+def _processor_settings(**settings):
+    return partial(OmniAVSRProcessor, WhisperFeatureExtractor(feature_size=80), tiny_tokenizer(), **settings)
+
+
+def _waveforms(bad_value=None, seconds=None):
+    """Two waveforms; with `bad_value`, one sample of the second is it."""
+    audio, _ = tiny_clips(2)
+    if seconds is not None:
+        audio[1] = np.zeros(int(seconds * 16000), np.float32)
+    if bad_value is not None:
+        audio[1] = audio[1].copy()
+        audio[1][7] = bad_value
+    return audio
+
+
+def _process(**call):
+    return partial(_omni()[1], **call)
+
+
+def _generate(task="avsr", model=None, **changes):
+    """`model.generate` on the processor's batch of two clips with `changes` (tensors or options; None drops one)."""
+    model = model or _omni()[0]
+    audio, videos = tiny_clips(2)
+    inputs = {**_omni()[1](audio=audio, videos=videos, sampling_rate=16000, task=task), **changes}
+    return partial(model.generate, **{name: value for name, value in inputs.items() if value is not None},
+                   max_new_tokens=2)
+
+
+def _batch(task="avsr"):
+    audio, videos = tiny_clips(2)
+    return _omni()[1](audio=audio, videos=videos, sampling_rate=16000, task=task)
+
+
+def _with_value(name: str, value, task="avsr"):
+    """The batch's `name` tensor with one element set to `value`."""
+    tensor = _batch(task)[name].clone()
+    tensor.view(-1)[3] = value
+    return tensor
+
+
+def _with_id(token_id: int):
+    input_ids = _batch("asr")["input_ids"].clone()
+    input_ids[0, -1] = token_id
+    return input_ids
+
+
+@cache
+def _model_without_token_ids():
+    """A model whose config never got its token ids (`set_token_ids` not called)."""
+    config = tiny_config(_omni()[1]).to_dict()
+    for name in ("audio_token_id", "video_token_id", "pad_token_id", "eos_token_id", "prompt_token_ids"):
+        config[name] = None
+    return OmniAVSRForConditionalGeneration(OmniAVSRConfig(**config)).eval()
+
+
+def _model_with_nan(weight: str):
+    processor = _omni()[1]
+    model = tiny_model(processor).eval()
+    with torch.no_grad():
+        model.get_parameter(weight).view(-1)[0] = float("nan")
+    return model
+
+
+def _pipeline(task="audio-visual-speech-recognition", model=None):
+    model, processor = (model, None) if model is not None else _omni()
+    return pipeline(task, model=model, processor=processor)
+
+
+def _transcribe_input(task, inputs, **options):
+    return partial(_pipeline(task), inputs, **options)
+
+
+def _clip_dict(**entries):
+    audio, videos = tiny_clips(1)
+    return {"audio": audio[0], "sampling_rate": 16000, "frames": videos[0], **entries}
+
+
+SPEECH, AUDIO_VISUAL = "automatic-speech-recognition", "audio-visual-speech-recognition"
+NO_COVER = "its weights do not cover the model its config.json describes"
 
 CASES = {
     # The `omni-avsr transcribe` command: one error line, a non-zero exit status, the inputs untouched.
@@ -203,6 +320,199 @@ CASES = {
     "cli: a model folder without config.json": Case(
         lambda ws: transcribe(ws, ws.clip(), model=_model_without(ws, "no-config", "config.json")), 1,
         ("{root}/no-config", "config.json"),
+    ),
+    "cli: a model folder whose config lists other rates than its weights": Case(
+        lambda ws: transcribe(ws, ws.clip(), model=ws.edited_model("other-rates", audio_rates=[4, 8])), 1,
+        (f"{{root}}/other-rates: {NO_COVER}", "4 missing (model.audio_projectors.8.linear_1.bias",
+         "4 unexpected (model.audio_projectors.16.linear_1.bias", "Expected the config.json saved with these weights"),
+    ),
+    "cli: a model folder whose config gives one projector for all rates": Case(
+        lambda ws: transcribe(ws, ws.clip(), model=ws.edited_model("shared", projector_per_rate=False)), 1,
+        (f"{{root}}/shared: {NO_COVER}", "8 missing (model.audio_projectors.shared.linear_1.bias", "16 unexpected"),
+    ),
+    "cli: a model folder whose projectors are of another width": Case(
+        lambda ws: transcribe(ws, ws.clip(), model=ws.edited_model("width", projector_hidden_size=40)), 1,
+        ("{root}/width: 12 weights do not have the shape its config.json gives them",
+         "model.audio_projectors.16.linear_1.bias (checkpoint (48,), model (40,))", "ignore_mismatched_sizes=True"),
+    ),
+    "cli: a model folder with NaN weights": Case(
+        lambda ws: transcribe(ws, ws.clip(), model=ws.nan_model("nan", "model.language_model.norm.weight")), 1,
+        ("{root}/clip.mp4: The model's logits are NaN or infinite",
+         "the weights model.language_model.norm.weight hold NaN", "expected a checkpoint with finite weights"),
+    ),
+    "cli: processor_config.json with video_std 0": Case(
+        lambda ws: transcribe(ws, ws.clip(), model=ws.edited_processor("std0", video_std=0)), 1,
+        ("{root}/std0: the processor cannot be loaded", "video_std must be a finite number above 0", "got 0"),
+    ),
+    "cli: a WAV holding a NaN sample": Case(
+        lambda ws: transcribe(ws, ws.nan_wav()), 1,
+        ("{root}/nan.wav: {root}/nan.wav holds 1 NaN or infinite value(s)", "expected finite numbers"),
+    ),
+    # The processor.
+    "processor: a NaN sample": Case(
+        lambda ws: _process(audio=_waveforms(np.nan), sampling_rate=16000), ValueError,
+        ("audio[1] holds 1 NaN or infinite value(s)", "expected finite numbers"),
+    ),
+    "processor: an infinite sample": Case(
+        lambda ws: _process(audio=_waveforms(-np.inf), sampling_rate=16000, task="asr"), ValueError,
+        ("audio[1] holds 1 NaN or infinite value(s)", "expected finite numbers"),
+    ),
+    "processor: a float64 sample past float32's range": Case(
+        lambda ws: _process(audio=[_waveforms()[0].astype(np.float64) * 1e300], sampling_rate=16000), ValueError,
+        ("audio[0] holds", "NaN or infinite value(s)"),
+    ),
+    "processor: frames given as floats": Case(
+        lambda ws: _process(videos=[np.full((5, 96, 96), np.nan, np.float32)]), ValueError,
+        ("videos[0] has dtype float32; expected uint8 frames",),
+    ),
+    "processor: video_std=0": Case(
+        lambda ws: _processor_settings(video_std=0), ValueError,
+        ("video_std must be a finite number above 0", "got 0"),
+    ),
+    "processor: a negative video_std": Case(
+        lambda ws: _processor_settings(video_std=-0.165), ValueError, ("video_std must be a finite number above 0",),
+    ),
+    "processor: a NaN video_mean": Case(
+        lambda ws: _processor_settings(video_mean=float("nan")), ValueError,
+        ("video_mean must be a number in [0, 1]", "got nan"),
+    ),
+    "processor: a negative video_mean": Case(
+        lambda ws: _processor_settings(video_mean=-0.4), ValueError,
+        ("video_mean must be a number in [0, 1]", "got -0.4"),
+    ),
+    "processor: sampling_rate as a string": Case(
+        lambda ws: _process(audio=_waveforms(), sampling_rate="16000"), ValueError,
+        ("sampling_rate must be a whole number of Hz above 0", "got '16000'"),
+    ),
+    "processor: sampling_rate 0": Case(
+        lambda ws: _process(audio=_waveforms(), sampling_rate=0, resample=True), ValueError,
+        ("sampling_rate must be a whole number of Hz above 0", "got 0"),
+    ),
+    "processor: an empty audio list": Case(
+        lambda ws: _process(audio=[], sampling_rate=16000, task="asr"), ValueError,
+        ("`audio` is an empty list; expected at least one clip",),
+    ),
+    "processor: an empty videos list": Case(
+        lambda ws: _process(videos=[]), ValueError, ("`videos` is an empty list; expected at least one clip",),
+    ),
+    "processor: a waveform longer than the window": Case(
+        lambda ws: _process(audio=_waveforms(seconds=31.0), sampling_rate=16000), ValueError,
+        ("audio[1] lasts 31.00 s", "clips of up to 30 s"),
+    ),
+    "processor: frames longer than the window": Case(
+        lambda ws: _process(videos=[np.zeros((751, 96, 96), np.uint8)]), ValueError,
+        ("videos[0] lasts 30.04 s", "clips of up to 30 s"),
+    ),
+    # The model: generate and from_pretrained.
+    "generate: NaN in input_features": Case(
+        lambda ws: _generate(task="asr", input_features=_with_value("input_features", float("nan"), "asr")), ValueError,
+        ("input_features holds 1 NaN or infinite value(s)", "expected finite numbers"),
+    ),
+    "generate: inf in pixel_values_videos": Case(
+        lambda ws: _generate(pixel_values_videos=_with_value("pixel_values_videos", float("inf"))), ValueError,
+        ("pixel_values_videos holds 1 NaN or infinite value(s)",),
+    ),
+    "generate: NaN weights": Case(
+        lambda ws: _generate(model=_model_with_nan("model.audio_projectors.4.linear_1.weight")), ValueError,
+        ("The model's logits are NaN or infinite", "the weights model.audio_projectors.4.linear_1.weight hold NaN"),
+    ),
+    "generate: num_beams=0": Case(
+        lambda ws: _generate(num_beams=0), ValueError, ("num_beams must be a whole number ≥ 1, got 0",),
+    ),
+    "generate: num_beams=2.0": Case(
+        lambda ws: _generate(num_beams=2.0), ValueError, ("num_beams must be a whole number ≥ 1, got 2.0",),
+    ),
+    "generate: num_return_sequences=-1": Case(
+        lambda ws: _generate(num_return_sequences=-1), ValueError,
+        ("num_return_sequences must be a whole number ≥ 1, got -1",),
+    ),
+    "generate: input_features_mask of another batch": Case(
+        lambda ws: _generate(task="asr", input_features_mask=_batch("asr")["input_features_mask"][:1]), ValueError,
+        ("input_features_mask has shape (1, 3000); expected (2, 3000)",),
+    ),
+    "generate: video_mask of another batch": Case(
+        lambda ws: _generate(video_mask=_batch()["video_mask"][:1]), ValueError,
+        ("video_mask has shape (1, 40); expected (2, 40)",),
+    ),
+    "generate: attention_mask of another batch": Case(
+        lambda ws: _generate(attention_mask=_batch()["attention_mask"][:1]), ValueError,
+        ("attention_mask has shape (1, ", "one entry per token of input_ids"),
+    ),
+    "generate: input_ids of another batch than the media": Case(
+        lambda ws: _generate(input_ids=_batch()["input_ids"][:1], attention_mask=_batch()["attention_mask"][:1]),
+        ValueError, ("input_features holds 2 clip(s) but input_ids has 1 row(s)", "expected one row per clip"),
+    ),
+    "generate: video_mask without pixel_values_videos": Case(
+        lambda ws: _generate(task="asr", video_mask=_batch()["video_mask"]), ValueError,
+        ("video_mask was given without pixel_values_videos",),
+    ),
+    "generate: an empty batch of media": Case(
+        lambda ws: partial(_omni()[0].generate, input_features=torch.zeros(0, 80, 3000),
+                           input_features_mask=torch.zeros(0, 3000, dtype=torch.long), task="asr"), ValueError,
+        ("input_features is an empty batch (0 clips); expected at least one clip",),
+    ),
+    "generate: an id past the vocabulary": Case(
+        lambda ws: _generate(task="asr", input_ids=_with_id(10_000)), ValueError,
+        ("is 10000: outside the language model's vocabulary (0 to 40)", "expected the ids this model's processor"),
+    ),
+    "generate: a negative id": Case(
+        lambda ws: _generate(task="asr", input_ids=_with_id(-100)), ValueError,
+        ("is -100: outside the language model's vocabulary",),
+    ),
+    "generate: a config without token ids": Case(
+        lambda ws: _generate(model=_model_without_token_ids()), ValueError,
+        ("OmniAVSRConfig has no audio_token_id", "call config.set_token_ids(processor.tokenizer)"),
+    ),
+    "forward: a config without token ids": Case(
+        lambda ws: partial(_model_without_token_ids(), **_batch()), ValueError,
+        ("OmniAVSRConfig has no audio_token_id", "call config.set_token_ids(processor.tokenizer)"),
+    ),
+    "from_pretrained: projectors of another width than the weights": Case(
+        lambda ws: partial(OmniAVSRForConditionalGeneration.from_pretrained,
+                           ws.edited_model("width", projector_hidden_size=40)), ValueError,
+        ("{root}/width: 12 weights do not have the shape its config.json gives them", "ignore_mismatched_sizes=True"),
+    ),
+    # The pipelines.
+    "pipeline: a folder as a media file": Case(
+        lambda ws: _transcribe_input(AUDIO_VISUAL, str(ws.root)), IsADirectoryError,
+        ("{root} is a folder; expected a media file",),
+    ),
+    "pipeline: an audio file longer than the window": Case(
+        lambda ws: _transcribe_input(SPEECH, str(ws.wav("long.wav", seconds=31.5))), ValueError,
+        ("{root}/long.wav lasts 31.50 s", "clips of up to 30 s"),
+    ),
+    "pipeline: a waveform longer than the window": Case(
+        lambda ws: _transcribe_input(SPEECH, np.zeros(31 * 16000, np.float32)), ValueError,
+        ("the input waveform lasts 31.00 s", "clips of up to 30 s"),
+    ),
+    "pipeline: frames longer than the window": Case(
+        lambda ws: _transcribe_input(AUDIO_VISUAL, {"frames": np.zeros((760, 96, 96), np.uint8)}), ValueError,
+        ("the input dict's 'frames' lasts 30.40 s", "clips of up to 30 s"),
+    ),
+    "pipeline: NaN in a dict's audio": Case(
+        lambda ws: _transcribe_input(AUDIO_VISUAL, _clip_dict(audio=_waveforms(np.nan)[1][:25600])), ValueError,
+        ("the input dict's 'audio' holds 1 NaN or infinite value(s)",),
+    ),
+    "pipeline: sampling_rate as a string": Case(
+        lambda ws: _transcribe_input(SPEECH, {"raw": _waveforms()[0], "sampling_rate": "16000"}), ValueError,
+        ("sampling_rate must be a whole number of Hz above 0", "got '16000'"),
+    ),
+    "pipeline: num_beams=0": Case(
+        lambda ws: _transcribe_input(AUDIO_VISUAL, _clip_dict(), num_beams=0), ValueError,
+        ("num_beams must be a whole number ≥ 1, got 0",),
+    ),
+    "pipeline: a model folder whose config lists other rates": Case(
+        lambda ws: partial(pipeline, SPEECH, model=str(ws.edited_model("other-rates", audio_rates=[16, 8]))),
+        ValueError,
+        (f"{{root}}/other-rates: {NO_COVER}", "4 missing (model.audio_projectors.8.", "(model.audio_projectors.4."),
+    ),
+    "pipeline: a model folder of another LoRA variant": Case(
+        lambda ws: partial(pipeline, AUDIO_VISUAL, model=str(ws.edited_model("variant", lora_variant="T"))), ValueError,
+        (f"{{root}}/variant: {NO_COVER}", "8 unexpected (model.language_model.layers.0.self_attn.q_proj.lora_A.shared"),
+    ),
+    "pipeline: a model folder whose video encoder has no LoRA": Case(
+        lambda ws: partial(pipeline, AUDIO_VISUAL, model=str(ws.edited_model("no-video-lora", video_lora_rank=0))),
+        ValueError, (f"{{root}}/no-video-lora: {NO_COVER}", "q_proj.base_layer.bias"),
     ),
     # Media loading.
     "media: a folder": Case(lambda ws: partial(load_clip, ws.root), IsADirectoryError, ("{root} is a folder; expected a media file",)),
@@ -368,6 +678,6 @@ def test_bad_input(name, model_dir, tmp_path, capsys):
 
 def test_the_table_covers_every_entry_point_kind():
     kinds = {name.split(":")[0].split()[0] for name in CASES}
-    assert {"cli", "media", "labels", "training", "fairseq", "avhubert", "whisper", "official", "mini-lrs", "model",
-            "evaluation"} <= kinds
-    assert len(CASES) >= 30
+    assert {"cli", "media", "processor", "generate", "forward", "from_pretrained", "pipeline", "labels", "training",
+            "fairseq", "avhubert", "whisper", "official", "mini-lrs", "model", "evaluation"} <= kinds
+    assert len(CASES) >= 80

@@ -2,6 +2,8 @@
 mid-job (the numbered items of the robustness issue; the table of bad inputs is in test_bad_inputs.py)."""
 
 import json
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -10,14 +12,21 @@ import numpy as np
 import pytest
 import soundfile
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 from test_cli import media_dir, model_dir  # noqa: F401 (fixtures)
 from test_convert_avhubert import checkpoint_path, fairseq_state_dict, official  # noqa: F401 (fixtures)
 from test_media import sine, write_clip, write_video
 from test_training import REPO, _losses, _recipe, _run
-from tiny_models import tiny_model, tiny_processor
+from tiny_models import tiny_batch, tiny_clips, tiny_config, tiny_model, tiny_processor, tiny_tokenizer
+from transformers import WhisperFeatureExtractor, pipeline
 
-from omni_avsr import media
+from omni_avsr import (
+    AudioVisualSpeechRecognitionPipeline,
+    OmniAVSRConfig,
+    OmniAVSRForConditionalGeneration,
+    OmniAVSRProcessor,
+    media,
+)
 from omni_avsr.cli import main as omni_avsr
 from omni_avsr.data.lrs import load_lrs_dataset
 from omni_avsr.media import MAX_CLIP_SECONDS, load_audio, load_clip
@@ -94,6 +103,93 @@ def test_one_undecodable_file_loses_only_its_own_result(model_dir, media_dir, tm
     err = capsys.readouterr().err
     assert f"omni-avsr: error: {broken}: " in err and "1 of 4 files failed" in err
     assert [record["path"] for record in read_lines(output)] == [files[0], files[2], files[3]]
+
+
+# 2. NaN or ±inf: refused in the inputs (naming them), and never decoded into a transcript.
+
+
+def test_non_finite_inputs_and_settings_are_refused_naming_them(tmp_path):
+    processor = tiny_processor()
+    model = tiny_model(processor).eval()
+    audio, videos = tiny_clips(2)
+    for bad in (np.nan, np.inf, -np.inf):
+        broken = audio[1].copy()
+        broken[123] = bad
+        with pytest.raises(ValueError, match=r"^audio\[1\] holds 1 NaN or infinite value\(s\) of 19200; expected"):
+            processor(audio=[audio[0], broken], sampling_rate=16000, task="asr")
+    # Tensors handed to generate without the processor.
+    inputs = processor(audio=audio, videos=videos, sampling_rate=16000, task="avsr")
+    for name in ("input_features", "pixel_values_videos"):
+        tensor = inputs[name].clone()
+        tensor.view(-1)[5] = float("nan")
+        with pytest.raises(ValueError, match=rf"^{name} holds 1 NaN or infinite value\(s\)"):
+            model.generate(**{**inputs, name: tensor}, max_new_tokens=2)
+    with torch.no_grad():
+        features = model.get_audio_features(inputs["input_features"], inputs["input_features_mask"])
+    embeddings, attention_mask = model.prompt_embeddings("asr", audio_features=features)
+    embeddings[0, 2, 0] = float("inf")
+    with pytest.raises(ValueError, match=r"^inputs_embeds holds 1 NaN or infinite value\(s\)"):
+        model.generate(inputs_embeds=embeddings, attention_mask=attention_mask, task="asr", max_new_tokens=2)
+    # The pipelines name the input.
+    recognizer = pipeline("audio-visual-speech-recognition", model=model, processor=processor)
+    with pytest.raises(ValueError, match=r"^the input dict's 'audio' holds 1 NaN"):
+        recognizer({"audio": broken, "sampling_rate": 16000, "frames": videos[1]})
+    # Settings that make every pixel NaN or ±inf, given or read from processor_config.json.
+    components = lambda: (WhisperFeatureExtractor(feature_size=80), tiny_tokenizer())  # noqa: E731
+    for settings, message in (
+        ({"video_std": 0}, "video_std must be a finite number above 0"),
+        ({"video_std": float("nan")}, "video_std must be a finite number above 0"),
+        ({"video_std": float("inf")}, "video_std must be a finite number above 0"),
+        ({"video_mean": -0.1}, r"video_mean must be a number in \[0, 1\]"),
+        ({"video_mean": float("nan")}, r"video_mean must be a number in \[0, 1\]"),
+        ({"video_crop_size": 0}, "video_crop_size must be a whole number of pixels ≥ 1"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            OmniAVSRProcessor(*components(), **settings)
+    processor.save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "processor_config.json").read_text())
+    (tmp_path / "processor_config.json").write_text(json.dumps({**saved, "video_std": 0.0}))
+    with pytest.raises(ValueError, match=r"video_std must be a finite number above 0, .*; got 0\.0"):
+        OmniAVSRProcessor.from_pretrained(tmp_path)
+
+
+def test_non_finite_logits_are_an_error_not_a_transcript(model_dir, media_dir, tmp_path, capsys):
+    processor = tiny_processor()
+    model = tiny_model(processor).eval()
+    audio, _ = tiny_clips(2)
+    inputs = processor(audio=audio, sampling_rate=16000, task="asr")
+    norm = model.get_parameter("model.language_model.norm.weight")
+    with torch.no_grad():
+        norm[0] = float("nan")
+    one_clip = processor(audio=audio[:1], sampling_rate=16000, task="asr")
+    for batch, options in (
+        (inputs, {}),
+        (inputs, {"num_beams": 2}),
+        (inputs, {"num_beams": 2, "share_prompt_prefill": False}),
+        (inputs, {"do_sample": True}),
+        (one_clip, {"prompt_lookup_num_tokens": 2}),  # assisted decoding
+    ):
+        with pytest.raises(ValueError, match=r"^The model's logits are NaN or infinite: the weights "
+                                             r"model\.language_model\.norm\.weight hold NaN or infinite values"):
+            model.generate(**batch, max_new_tokens=2, **options)
+    with torch.no_grad():
+        norm.fill_(3e38)  # finite, but the hidden states overflow float32 after the norm
+    with pytest.raises(ValueError, match="the weights are finite, so the torch.float32 arithmetic overflowed"):
+        model.generate(**inputs, max_new_tokens=2)
+    # The command line: each file is reported, nothing is written as its transcript, the exit status is 1.
+    folder = Path(shutil.copytree(model_dir, tmp_path / "nan-model"))
+    weights = load_file(folder / "model.safetensors")
+    weights["model.language_model.norm.weight"][0] = float("nan")
+    save_file(weights, folder / "model.safetensors", metadata={"format": "pt"})
+    files = [media_dir / "first.mp4", media_dir / "speech.wav"]
+    output = tmp_path / "results.jsonl"
+    assert transcribe(*files, "--model", folder, "--output", output) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    for path in files:
+        assert f"omni-avsr: error: {path}: The model's logits are NaN or infinite" in captured.err
+    assert "2 of 2 files failed" in captured.err
+    assert not output.exists() or read_lines(output) == []
 
 
 # 3. Long videos: the duration is checked from the container first, and video-only clips obey the audio's window.
@@ -263,6 +359,75 @@ def test_writers_that_cannot_write_fail_with_one_line(model_dir, tmp_path):
     assert occupied.read_text() == "keep me"
 
 
+# 7. A model folder whose config does not describe its weights: refused for inference, still a start for training.
+
+
+def _edited_model(model_dir: Path, folder: Path, **config) -> Path:
+    shutil.copytree(model_dir, folder)
+    edited = {**json.loads((folder / "config.json").read_text()), **config}
+    (folder / "config.json").write_text(json.dumps(edited))
+    return folder
+
+
+@pytest.mark.parametrize(
+    "change, missing, unexpected",
+    [
+        ({"audio_rates": [4, 8]}, "model.audio_projectors.8.linear_1.bias", "model.audio_projectors.16.linear_1.bias"),
+        ({"lora_variant": "T"}, None, "model.language_model.layers.0.self_attn.q_proj.lora_A.shared.weight"),
+        ({"projector_per_rate": False}, "model.audio_projectors.shared.linear_1.bias",
+         "model.audio_projectors.16.linear_1.bias"),
+        ({"projector_layer_norm": True}, "model.audio_projectors.16.norm.bias", None),
+    ],
+    ids=["rates", "variant", "shared-projector", "projector-norm"],
+)
+def test_a_folder_whose_config_does_not_describe_its_weights_is_refused_for_inference(
+    model_dir, media_dir, tmp_path, capsys, change, missing, unexpected
+):
+    folder = _edited_model(model_dir, tmp_path / "edited", **change)
+    for task in ("audio-visual-speech-recognition", "automatic-speech-recognition"):
+        with pytest.raises(ValueError) as error:
+            pipeline(task, model=str(folder))
+        message = str(error.value)
+        assert message.startswith(f"{folder}: its weights do not cover the model its config.json describes")
+        assert "Expected the config.json saved with these weights" in message
+        for kind, key in (("missing", missing), ("unexpected", unexpected)):
+            assert (f"{kind} ({key}" in message) == (key is not None), message
+    assert transcribe(media_dir / "first.mp4", "--model", folder) == 1
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.splitlines() == [f"omni-avsr: error: {message}"]
+    # Training from the folder: the weights the config adds are initialised, and they train.
+    model = OmniAVSRForConditionalGeneration.from_pretrained(folder)
+    assert (missing in model.checkpoint_gaps["missing"]) if missing else not model.checkpoint_gaps["missing"]
+    processor = tiny_processor()
+    with pytest.raises(ValueError, match="its weights do not cover the model its config.json describes"):
+        evaluate_wer(model, processor, [], evaluation_cells(model.config))
+    model.train()
+    output = model(**tiny_batch(processor, num_clips=2), audio_rate=model.config.audio_rates[-1])
+    output.loss.backward()
+    assert torch.isfinite(output.loss)
+    # Trained since loading, the model is the caller's to transcribe with.
+    recognizer = AudioVisualSpeechRecognitionPipeline(model=model.eval(), processor=processor)
+    assert recognizer(media_dir / "first.mp4")["task"] == "avsr"
+
+
+def test_weights_of_another_shape_are_refused_naming_them(model_dir, tmp_path):
+    folder = _edited_model(model_dir, tmp_path / "width", projector_hidden_size=40)
+    shapes = r"model\.audio_projectors\.16\.linear_1\.bias \(checkpoint \(48,\), model \(40,\)\)"
+    with pytest.raises(ValueError, match=rf"^{re.escape(str(folder))}: 12 weights do not have the shape its "
+                                         rf"config\.json gives them: {shapes}"):
+        OmniAVSRForConditionalGeneration.from_pretrained(folder)
+    model, info = OmniAVSRForConditionalGeneration.from_pretrained(
+        folder, ignore_mismatched_sizes=True, output_loading_info=True
+    )
+    assert len(info["mismatched_keys"]) == 12 and len(model.checkpoint_gaps["missing"]) == 12
+    with pytest.raises(ValueError, match="12 missing .* so it would transcribe with randomly initialised ones"):
+        AudioVisualSpeechRecognitionPipeline(model=model, processor=tiny_processor())
+    # The folder as it was saved loads whole.
+    loaded = OmniAVSRForConditionalGeneration.from_pretrained(model_dir)
+    assert loaded.checkpoint_gaps == {"source": str(model_dir), "missing": [], "unexpected": []}
+    loaded.check_weights_loaded()
+
+
 # 9. A WAV truncated mid-stream.
 
 
@@ -328,3 +493,68 @@ def test_evaluation_refuses_to_mix_its_results_with_another_measurement(tmp_path
     with pytest.raises(ValueError, match=r"results\.json, row 0: measured on .* expected results of this same evaluation"):
         evaluate_wer(model, processor, [], evaluation_cells(model.config), output_dir=tmp_path, measured_on=other)
     assert json.loads((tmp_path / "results.json").read_text()) == earlier
+
+
+# Beyond the numbered items: errors raised deep inside a library become the project's own, at the entry points.
+
+
+def test_every_path_of_a_config_without_token_ids_reaches_its_clear_error():
+    processor = tiny_processor()
+    config = tiny_config(processor).to_dict()
+    for name in ("audio_token_id", "video_token_id", "pad_token_id", "eos_token_id", "prompt_token_ids"):
+        config[name] = None
+    model = OmniAVSRForConditionalGeneration(OmniAVSRConfig(**config)).eval()
+    audio, videos = tiny_clips(2)
+    inputs = processor(audio=audio, videos=videos, sampling_rate=16000, task="avsr")
+    media_only = {name: inputs[name] for name in ("input_features", "input_features_mask")}
+    with torch.no_grad():
+        features = model.get_audio_features(**media_only)
+    calls = {
+        "forward": lambda: model(**inputs),
+        "generate": lambda: model.generate(**inputs, max_new_tokens=2),
+        "generate on media alone": lambda: model.generate(**media_only, task="asr", max_new_tokens=2),
+        "training forward": lambda: model(**tiny_batch(processor, num_clips=2), tasks=["asr"]),
+        "prompt_embeddings": lambda: model.prompt_embeddings("asr", audio_features=features),
+    }
+    for name, call in calls.items():
+        with pytest.raises(ValueError, match=r"^OmniAVSRConfig has no audio_token_id, video_token_id, pad_token_id, "
+                                             r"eos_token_id: call config\.set_token_ids\(processor\.tokenizer\)"):
+            call()
+
+
+@pytest.mark.parametrize("num_frames, accepted", [(750, True), (751, False)])
+def test_the_processor_holds_video_arrays_to_the_window_of_audio(num_frames, accepted):
+    processor = tiny_processor()
+    frames = np.zeros((num_frames, 96, 96), np.uint8)
+    waveform = np.zeros(num_frames * 640, np.float32)
+    for call, name in ((lambda: processor(videos=[frames]), "videos[0]"),
+                       (lambda: processor(audio=[waveform], sampling_rate=16000), "audio[0]")):
+        if accepted:
+            call()
+        else:
+            with pytest.raises(ValueError, match=rf"^{re.escape(name)} lasts 30\.04 s; Omni-AVSR transcribes clips "
+                                                 r"of up to 30 s"):
+                call()
+
+
+def test_pipeline_errors_name_the_input_not_its_place_in_a_batch(media_dir, tmp_path):
+    processor = tiny_processor()
+    model = tiny_model(processor).eval()
+    audio, videos = tiny_clips(3)
+    recognizer = pipeline("audio-visual-speech-recognition", model=model, processor=processor)
+    inputs = [{"audio": clip, "sampling_rate": 16000} for clip in audio]
+    inputs[2] = {"audio": np.zeros(31 * 16000, np.float32), "sampling_rate": 16000}
+    with pytest.raises(ValueError) as error:
+        recognizer(inputs, batch_size=2)
+    assert str(error.value).startswith("the input dict's 'audio' lasts 31.00 s; Omni-AVSR transcribes clips of up")
+    assert "audio[" not in str(error.value)
+    with pytest.raises(ValueError, match=r"^the input dict's 'frames' has dtype float64; expected uint8"):
+        recognizer({"frames": videos[0].astype(np.float64)})
+    # Files: the speech-recognition pipeline holds audio files to the window too; a folder is not "not found".
+    transcriber = pipeline("automatic-speech-recognition", model=model, processor=processor)
+    soundfile.write(tmp_path / "long.wav", sine(31.0), 16000)
+    with pytest.raises(ValueError, match=rf"^{re.escape(str(tmp_path / 'long.wav'))} lasts 31\.00 s"):
+        transcriber(str(tmp_path / "long.wav"))
+    for pipe in (recognizer, transcriber):
+        with pytest.raises(IsADirectoryError, match=rf"^{re.escape(str(media_dir))} is a folder; expected a media"):
+            pipe(str(media_dir))
