@@ -29,6 +29,10 @@ CASES = {
         ["--size", "tiny", "--seconds", "1", "--clips", "2", "--beams", "2", "--new-tokens", "2"],
         ["runs", "batched_over_sequential", "ours_over_official", "trimmed_window", "config", "machine"],
     ),
+    "bench_sequence_merge": (
+        ["--size", "tiny", "--clips", "3", "--seconds", "1", "--repeats", "1"],
+        ["cases", "rates", "config", "machine"],
+    ),
     "bench_gpu": (
         ["--smoke"],
         ["gpu_name", "train_samples_per_s", "train_mfu", "train_mfu_vs_measured_matmul", "peak_gpu_memory_gb",
@@ -62,6 +66,8 @@ def test_benchmark_prints_documented_json(script, monkeypatch, capsys):
         row_keys = {"task", "audio_rate", "video_rate", "batch_size", "beams", "clips_per_s", "rtf",
                     "llm_input_tokens_per_s_media"}
         assert report["rows"] and all(row_keys <= set(row) for row in report["rows"])
+    if script == "bench_sequence_merge":
+        assert all(case["max_abs_difference"] == 0 for case in report["cases"].values()), "both layouts agree"
     if script == "bench_training":
         assert report["llm_passes_per_batch"] == {"omni": 3, "mtsk": 8, "separate": 3}
         assert report["llm_calls_per_batch"] == {"omni": 1, "mtsk": 8, "separate": 3}
