@@ -47,7 +47,10 @@ class AVHubertVisualFrontend(nn.Module):
     def __init__(self, config: AVHubertVideoConfig):
         super().__init__()
         channels = config.frontend_channels
-        self.conv3d = nn.Conv3d(1, channels, kernel_size=(5, 7, 7), stride=(1, 2, 2), padding=(2, 3, 3), bias=False)
+        stride = config.frontend_spatial_stride
+        self.conv3d = nn.Conv3d(
+            1, channels, kernel_size=(5, 7, 7), stride=(1, stride, stride), padding=(2, 3, 3), bias=False
+        )
         self.norm3d = nn.BatchNorm3d(channels)
         self.act3d = nn.PReLU(num_parameters=channels)
         self.pool3d = nn.MaxPool3d(kernel_size=(1, 3, 3), stride=(1, 2, 2), padding=(0, 1, 1))

@@ -64,3 +64,24 @@ def test_saved_lip_reader_loads_as_the_encoder(lip_reader, tmp_path):
 def test_missing_vocabulary_is_explained():
     with pytest.raises(ValueError, match="vocab_size"):
         AVHubertForCTC(AVHubertVideoConfig(hidden_size=32, num_attention_heads=2, num_conv_pos_embedding_groups=4))
+
+
+def test_spatial_stride_four_keeps_the_output_layout_and_round_trips(lip_reader, tmp_path):
+    """A stride-4 stem sees a quarter of the pixels; the encoder's output (frames × hidden) and the saved config keep
+    the same layout, and a reloaded model computes the same logits."""
+    config = lip_reader.config.to_dict() | {"frontend_spatial_stride": 4}
+    torch.manual_seed(0)
+    strided = AVHubertForCTC(AVHubertVideoConfig.from_dict(config)).eval()
+    pixels, mask = _videos()
+    logits = strided(pixels, video_mask=mask).logits
+    assert logits.shape == lip_reader(pixels, video_mask=mask).logits.shape
+    strided.save_pretrained(tmp_path)
+    reloaded = AVHubertForCTC.from_pretrained(tmp_path).eval()
+    assert reloaded.config.frontend_spatial_stride == 4
+    assert reloaded.avhubert.frontend.conv3d.stride == (1, 4, 4)
+    torch.testing.assert_close(reloaded(pixels, video_mask=mask).logits, logits)
+
+
+def test_spatial_stride_must_be_positive():
+    with pytest.raises(Exception, match="frontend_spatial_stride must be a positive integer, got 0"):
+        AVHubertVideoConfig(frontend_spatial_stride=0)
