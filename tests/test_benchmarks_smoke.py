@@ -33,6 +33,11 @@ CASES = {
         ["--size", "tiny", "--clips", "3", "--seconds", "1", "--repeats", "1"],
         ["cases", "rates", "config", "machine"],
     ),
+    "bench_scaling": (
+        ["--smoke", "--batch-frames", "50", "--clip-seconds", "1", "--utterance-seconds", "1", "--new-tokens", "2",
+         "--variants", "S", "ST", "--measure", "tiny", "--measure-clips", "1", "--measure-seconds", "1"],
+        ["backbones", "setting", "measured_on_cpu", "machine"],
+    ),
     "bench_gpu": (
         ["--smoke"],
         ["gpu_name", "train_samples_per_s", "train_mfu", "train_mfu_vs_measured_matmul", "peak_gpu_memory_gb",
@@ -68,6 +73,14 @@ def test_benchmark_prints_documented_json(script, monkeypatch, capsys):
         assert report["rows"] and all(row_keys <= set(row) for row in report["rows"])
     if script == "bench_sequence_merge":
         assert all(case["max_abs_difference"] == 0 for case in report["cases"].values()), "both layouts agree"
+    if script == "bench_scaling":
+        row = report["backbones"]["tiny"]
+        assert set(row["parameters"]) == {"S", "ST"} and set(row["train_step_tflops"]) == {"4,2", "16,5"}
+        assert {"one_gpu_bf16", "one_gpu_4bit", "fsdp_8_gpus_bf16"} <= set(row["fits_80gb"])
+        # The meta-device count is the real step's: same FLOPs, same peak of live tensor bytes.
+        for measured in report["measured_on_cpu"]:
+            assert measured["flops_counted_over_measured"] == 1.0, measured
+            assert measured["peak_counted_over_measured"] == pytest.approx(1.0, abs=0.02), measured
     if script == "bench_training":
         assert report["llm_passes_per_batch"] == {"omni": 3, "mtsk": 8, "separate": 3}
         assert report["llm_calls_per_batch"] == {"omni": 1, "mtsk": 8, "separate": 3}
