@@ -1,12 +1,14 @@
-"""A few Omni-AVSR training steps on fixed batches and rate pairs, alone or sharded with FSDP2 (run by
-tests/test_sharded_training.py; not collected by pytest).
+"""A few Omni-AVSR training steps on fixed batches and rate pairs, alone or sharded with FSDP2 or DeepSpeed ZeRO-3
+(run by tests/test_sharded_training.py; not collected by pytest).
 
     python tests/sharded_training_script.py --out single.json
     torchrun --nproc_per_node 2 tests/sharded_training_script.py --fsdp-config recipes/accelerate/fsdp.yaml --out fsdp.json
+    torchrun --nproc_per_node 2 tests/sharded_training_script.py --deepspeed-config recipes/accelerate/deepspeed_zero3.yaml --out zero3.json
 
 Sharded, the model goes through accelerate's own FSDP2 preparation (`fsdp2_apply_ac`, `fsdp2_prepare_model`) with
 the plugin the recipe's `fsdp_config` describes; accelerate only turns FSDP on for accelerators, so on CPU the script
-calls those two functions itself with a gloo process group. Each rank trains on its half of every batch; the clips
+calls those two functions itself with a gloo process group. DeepSpeed gets the ZeRO config accelerate's
+`DeepSpeedPlugin` makes of the recipe's `deepspeed_config` (its gradient clipping applies to every run). Each rank trains on its half of every batch; the clips
 all have one length and one transcript length, so the mean of the ranks' losses is the whole batch's loss and the
 gradient FSDP averages is the whole batch's gradient: the losses must equal the single-process run's.
 """
@@ -46,6 +48,17 @@ def fsdp_plugin(config_path: str) -> FullyShardedDataParallelPlugin:
     )
 
 
+def zero3_config(config_path: str) -> dict:
+    """The DeepSpeed config an `accelerate launch --config_file` run builds from the recipe's `deepspeed_config`,
+    with the batch sizes accelerate fills in (one clip group per rank and step)."""
+    from accelerate.utils import DeepSpeedPlugin
+
+    config = yaml.safe_load(Path(config_path).read_text())["deepspeed_config"]
+    plugin = DeepSpeedPlugin(**config)
+    world_size = dist.get_world_size() if dist.is_initialized() else 1
+    return {**plugin.deepspeed_config, "train_micro_batch_size_per_gpu": 1, "train_batch_size": world_size}
+
+
 def fixed_batch(processor, seed: int) -> dict:
     generator = torch.Generator().manual_seed(seed)
     audio = [torch.randn(int(SECONDS * 16000), generator=generator).numpy() * 0.1 for _ in range(CLIPS)]
@@ -60,6 +73,8 @@ def fixed_batch(processor, seed: int) -> dict:
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--fsdp-config", help="an accelerate config with fsdp_config (recipes/accelerate/fsdp.yaml)")
+    parser.add_argument("--deepspeed-config", help="an accelerate config with deepspeed_config")
+    parser.add_argument("--clip-grad-norm", type=float, help="clip gradients (DeepSpeed's clipping, for the reference)")
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
     torch.manual_seed(0)
@@ -80,15 +95,31 @@ def main():
             model = fsdp2_apply_ac(accelerator, model)
         model = fsdp2_prepare_model(accelerator, model)
     optimizer = torch.optim.AdamW([param for param in model.parameters() if param.requires_grad], lr=1e-2)
+    engine = None
+    if args.deepspeed_config:
+        import deepspeed
+
+        deepspeed.init_distributed(dist_backend="gloo")
+        rank, world_size = dist.get_rank(), dist.get_world_size()
+        engine, optimizer, _, _ = deepspeed.initialize(
+            model=model, optimizer=optimizer, config=zero3_config(args.deepspeed_config)
+        )
+        model = engine
     losses, sharded = [], []
     for step, (audio_rate, video_rate) in enumerate(RATE_PAIRS):
         batch = fixed_batch(processor, seed=step)
         rows = slice(rank * CLIPS // world_size, (rank + 1) * CLIPS // world_size)
         outputs = model(**{name: value[rows] for name, value in batch.items()}, audio_rate=audio_rate,
                         video_rate=video_rate)
-        outputs.loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        if engine is not None:
+            engine.backward(outputs.loss)
+            engine.step()
+        else:
+            outputs.loss.backward()
+            if args.clip_grad_norm:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip_grad_norm)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
         loss = outputs.loss.detach()
         if world_size > 1:
             dist.all_reduce(loss)
@@ -98,6 +129,10 @@ def main():
         from torch.distributed.fsdp import FSDPModule
 
         sharded = sorted({type(module).__name__ for module in model.modules() if isinstance(module, FSDPModule)})
+    if engine is not None:
+        # ZeRO-3 leaves each rank a partition of every parameter (the full tensor is gathered per layer when used).
+        sharded = sorted({"partitioned" if hasattr(param, "ds_id") else "whole" for param in engine.module.parameters()})
+    if dist.is_initialized():
         dist.destroy_process_group()
     if rank == 0:
         Path(args.out).write_text(json.dumps({"losses": losses, "world_size": world_size, "sharded": sharded}))

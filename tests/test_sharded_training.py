@@ -57,3 +57,43 @@ def test_fsdp_recipe_wraps_every_layer_of_any_backbone():
                            "OmniAVSRProjector"}
     config = yaml.safe_load(FSDP_CONFIG.read_text())
     assert config["distributed_type"] == "FSDP" and config["mixed_precision"] == "bf16"
+
+
+def test_deepspeed_zero3_recipe_wraps_and_trains_like_one_process(tmp_path):
+    """ZeRO-3 from the recipe partitions every parameter and gives the single-process losses while every projector
+    it updates got a gradient. After a projector goes unused it drifts: ZeRO keeps parameters in flat partitions, so
+    an unused one gets a zero gradient and AdamW still moves it by its momentum and weight decay, where DDP, FSDP2
+    and one process skip a parameter without gradient (the paper's behaviour). Losses stay close, not equal."""
+    pytest.importorskip("deepspeed", reason="DeepSpeed is the [scale] extra: pip install -e '.[scale]'")
+    clip = str(yaml.safe_load(ZERO3_CONFIG.read_text())["deepspeed_config"]["gradient_clipping"])
+    _run(sys.executable, str(SCRIPT), "--clip-grad-norm", clip, "--out", str(tmp_path / "single.json"))
+    _run(
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29548", str(SCRIPT),
+        "--deepspeed-config", str(ZERO3_CONFIG), "--out", str(tmp_path / "zero3.json"),
+    )
+    single = json.loads((tmp_path / "single.json").read_text())["losses"]
+    zero3 = json.loads((tmp_path / "zero3.json").read_text())
+    assert zero3["world_size"] == 2 and zero3["sharded"] == ["partitioned"]
+    # Steps 1 and 2 use projectors that have no optimizer state yet elsewhere: identical.
+    assert zero3["losses"][:2] == pytest.approx(single[:2], rel=1e-5)
+    assert zero3["losses"][2:] == pytest.approx(single[2:], rel=1e-3)
+
+
+def test_sharding_that_cannot_happen_is_refused(monkeypatch, tmp_path):
+    """No silent fallback to an unsharded run: FSDP without a GPU, DeepSpeed without its package."""
+    import importlib.util
+
+    import torch
+
+    from omni_avsr.training.arguments import OmniAVSRTrainingArguments
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    with pytest.raises(ValueError, match="FSDP was asked for .* no GPU is available"):
+        OmniAVSRTrainingArguments(output_dir=str(tmp_path), use_cpu=True)
+    monkeypatch.delenv("ACCELERATE_USE_FSDP")
+    monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "deepspeed" else find_spec(name, *a))
+    with pytest.raises(ImportError, match=r"\[scale\] extra"):
+        OmniAVSRTrainingArguments(output_dir=str(tmp_path), use_cpu=True)
