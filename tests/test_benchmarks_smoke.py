@@ -41,7 +41,7 @@ CASES = {
     "bench_gpu": (
         ["--smoke"],
         ["gpu_name", "train_samples_per_s", "train_mfu", "train_mfu_vs_measured_matmul", "peak_gpu_memory_gb",
-         "decoding", "config"],
+         "decoding", "config", "runs"],
     ),
 }
 
@@ -84,3 +84,26 @@ def test_benchmark_prints_documented_json(script, monkeypatch, capsys):
     if script == "bench_training":
         assert report["llm_passes_per_batch"] == {"omni": 3, "mtsk": 8, "separate": 3}
         assert report["llm_calls_per_batch"] == {"omni": 1, "mtsk": 8, "separate": 3}
+
+
+def test_bench_gpu_refuses_full_size_runs_without_a_gpu(monkeypatch, capsys):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    bench_gpu = importlib.import_module("bench_gpu")
+    with pytest.raises(SystemExit) as refusal:
+        bench_gpu.main([])
+    assert refusal.value.code == 2
+    message = capsys.readouterr().err
+    assert "no CUDA GPU" in message and "llama-3.1-8b" in message and "--smoke" in message
+
+
+def test_bench_gpu_arguments(monkeypatch):
+    bench_gpu = importlib.import_module("bench_gpu")
+    assert bench_gpu.parse_arguments(["--smoke"]).backbones == ["tiny"]
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    defaults = bench_gpu.parse_arguments([])
+    assert defaults.backbones == ["llama-3.2-1b", "llama-3.2-3b", "llama-3.1-8b"]
+    assert defaults.checkpointed == ["llama-3.1-8b"]
+    chosen = bench_gpu.parse_arguments(["--backbones", "qwen2.5-7b", "--checkpointed", "qwen2.5-7b"])
+    assert chosen.backbones == chosen.checkpointed == ["qwen2.5-7b"]
+    with pytest.raises(SystemExit):
+        bench_gpu.parse_arguments(["--backbones", "llama-4"])
