@@ -33,6 +33,8 @@ setup(
         # Sharded training engines beyond accelerate's FSDP (recipes/accelerate/deepspeed_zero3.yaml). Not in the default
         # install: DeepSpeed logs its accelerator choice on import.
         "scale": ["deepspeed>=0.16"],
+        # The frozen LM in 4-bit / 8-bit (ModelArguments.quantize_language_model); bitsandbytes >= 0.45 also runs on CPU.
+        "quantization": ["bitsandbytes>=0.45"],
         "dev": ["pytest>=8", "pytest-xdist>=3.5", "ctranslate2>=4.0"],
     },
     entry_points={"console_scripts": ["omni-avsr=omni_avsr.cli:main"]},

@@ -12,6 +12,7 @@ import torch
 from transformers import HfArgumentParser, TrainingArguments
 
 from ..configuration_omni_avsr import TASK_MODALITIES
+from .quantization import check_quantization
 
 
 logger = logging.getLogger(__name__)
@@ -70,6 +71,14 @@ class ModelArguments:
     freeze_language_model: bool = field(default=True, metadata={"help": "Keep the LM frozen (Omni-LoRA trains)."})
     audio_full_window: bool = field(default=True, metadata={"help": "Encode audio in Whisper's full 30 s window."})
     train_padding: str = field(default="masked", metadata={"help": "masked, or official (the reference's batching)."})
+    quantize_language_model: str | None = field(
+        default=None,
+        metadata={"help": "4bit (NF4) or 8bit (int8): the frozen LM's linear layers through bitsandbytes, Omni-LoRA "
+        "on top (QLoRA-style; needs the [quantization] extra). Default: the LM's own precision."},
+    )
+
+    def __post_init__(self):
+        check_quantization(self.quantize_language_model)
 
     def omni_avsr_options(self) -> dict:
         """The `OmniAVSRConfig` options of a newly assembled model."""
