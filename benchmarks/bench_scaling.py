@@ -273,9 +273,11 @@ def trainable_state_tensors(model, optimizer) -> list[torch.Tensor]:
 
 def training_memory(model, run_step) -> dict:
     """Peak bytes of a steady-state training step (`run_step()`: forward + backward) and its AdamW update: weights
-    and optimizer states are resident before it starts (one step beforehand creates the states)."""
-    optimizer = torch.optim.AdamW([param for param in model.parameters() if param.requires_grad], lr=1e-4)
-    run_step()
+    and optimizer states are resident before it starts (an update on zero gradients creates the states)."""
+    trainable = [param for param in model.parameters() if param.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=1e-4)
+    for param in trainable:
+        param.grad = torch.zeros_like(param)
     optimizer.step()
     model.zero_grad(set_to_none=True)
     tracker = PeakMemory(trainable_state_tensors(model, optimizer))
