@@ -1,30 +1,34 @@
 """What Omni-AVSR costs as the LLM grows: parameters, FLOPs and memory per GPU for every backbone of the paper.
 
 Every model is built on the meta device (shapes, no weights) from its published config (`omni_avsr.presets`), with
-the paper's encoders (Whisper-medium, AV-HuBERT Large), rates and Omni-LoRA. Nothing here is guessed from a formula:
+the paper's encoders (Whisper-medium, AV-HuBERT Large), rates and Omni-LoRA, and its own modules run on meta
+tensors at the training forward's shapes. Nothing is a hand formula:
 
 - **parameters**: counted on the meta-built model, for S, T and ST (total and trainable);
-- **FLOPs**: torch's `FlopCounterMode` on meta tensors, running the model's own modules (encoders, `project_media`,
-  the LM with Omni-LoRA routed per task group, the LM head on target tokens only) at the training forward's shapes:
-  one training step (forward + backward, the three tasks in one LM call) on a batch of `--batch-frames` video
-  frames, and decoding one `--utterance-seconds` clip (encoders, prompt prefill, then `--new-tokens` greedy steps
-  on the cache). `--verify` checks this count against the real training step at tiny size (`omni_step`);
-- **memory per GPU of a training step**: `PeakMemory` (live tensor bytes) on the meta-built model (weights bf16, LoRA and
-  projectors fp32 with their fp32 gradients and AdamW states, the activations autograd keeps, with and without
-  activation checkpointing). `--measure` runs the same step on real CPU tensors at small sizes and puts the
-  measured peak next to this count; the count is then extrapolated nowhere: it is made at each size.
-  From it: one GPU (bf16, or the LLM's linear layers in 4-bit NF4), and 8 GPUs with the frozen weights and the
-  trainable states FSDP-sharded (each GPU still holds its own batch's activations and one gathered layer).
+- **FLOPs**: torch's `FlopCounterMode`: one training step (forward + backward; the encoders, `project_media`, the LM
+  with Omni-LoRA routed per task group, the LM head on target tokens only) on a batch of `--batch-frames` video
+  frames at (4,2) and (16,5), and decoding one `--utterance-seconds` clip (encoders, prompt prefill, greedy steps);
+- **memory per GPU of a training step**: `common.PeakMemory` (live tensor bytes): weights bf16, LoRA and projectors
+  fp32 with their fp32 gradients and AdamW states, the activations autograd keeps, with and without activation
+  checkpointing; from it the plans for one GPU (bf16, or the LLM's linear layers in NF4) and for `--gpus` GPUs
+  with everything resident FSDP-sharded.
 
-    python benchmarks/bench_scaling.py                       # every backbone, ~2 min
-    python benchmarks/bench_scaling.py --backbones llama-3.1-8b --verify --measure
+`--measure tiny mid` runs the real training step (`omni_step`) on this CPU next to the meta count of the same step
+(FLOPs and peak bytes), which is how the count is checked; it is then made at each size, extrapolated nowhere.
+
+    python benchmarks/bench_scaling.py                              # every backbone (~10 CPU-minutes)
+    python benchmarks/bench_scaling.py --backbones llama-3.1-8b     # one, with the Llama-MTSK cross-check
+    python benchmarks/bench_scaling.py --merge a.json b.json        # one report from runs made one by one
+    python benchmarks/bench_scaling.py --smoke --measure tiny       # the tiny model, meta count against real
 
 Prints one JSON object on stdout, then markdown tables on stderr.
 """
 
 import argparse
 import contextlib
+import json
 import time
+from pathlib import Path
 from unittest import mock
 
 import torch
@@ -495,7 +499,11 @@ def tables(report: dict, args) -> str:
           row["memory_gb"]["step_peak_checkpointed"], row[fits_key]["one_gpu_bf16"], row[fits_key]["one_gpu_4bit"],
           row[fits_key][f"fsdp_{args.gpus}_gpus_bf16"]] for name, row in rows.items()],
     )
-    return "\n\n".join([parameters, flops, memory])
+    parts = [parameters, flops, memory]
+    if "llama_mtsk_cross_check" in report:
+        parts.append("Llama-MTSK cross-check (Llama-3.1-8B, TFLOPs per utterance): " +
+                     json.dumps(report["llama_mtsk_cross_check"]))
+    return "\n\n".join(parts)
 
 
 def main():
@@ -515,7 +523,12 @@ def main():
     parser.add_argument("--measure-seconds", type=float, default=2.0)
     parser.add_argument("--smoke", action="store_true", help="the tiny test model in place of the backbones")
     parser.add_argument("--json-out", help="also write the JSON report to this file")
+    parser.add_argument("--merge", nargs="+", help="merge the JSON reports of earlier runs (one per backbone, say)")
     args = parser.parse_args()
+    if args.merge:
+        report = merge_reports([json.loads(Path(path).read_text()) for path in args.merge])
+        emit(report, tables(report, args), args.json_out)
+        return
     machine = machine_info()
     started = time.perf_counter()
     if args.smoke:
@@ -554,6 +567,24 @@ def main():
     report["seconds"] = round(time.perf_counter() - started, 1)
     report["machine"] = finish_machine_info(machine)
     emit(report, tables(report, args), args.json_out)
+
+
+def merge_reports(reports: list[dict]) -> dict:
+    """One report of several runs made with the same settings (e.g. one backbone per process)."""
+    merged = {**reports[0], "backbones": {}, "published_parameters_match": {}, "measured_on_cpu": [], "seconds": 0.0}
+    for report in reports:
+        if report["setting"] != reports[0]["setting"]:
+            raise ValueError("The reports were made with different settings; expected one setting to merge.")
+        merged["backbones"].update(report["backbones"])
+        merged["published_parameters_match"].update(report.get("published_parameters_match", {}))
+        merged["measured_on_cpu"] += report["measured_on_cpu"]
+        merged["seconds"] += report["seconds"]
+        if "llama_mtsk_cross_check" in report:
+            merged["llama_mtsk_cross_check"] = report["llama_mtsk_cross_check"]
+    order = {name: index for index, name in enumerate(BACKBONES)}
+    merged["backbones"] = dict(sorted(merged["backbones"].items(), key=lambda item: order.get(item[0], -1)))
+    merged["merged_from"] = len(reports)
+    return merged
 
 
 def parameter_counts_match(name: str) -> bool:
