@@ -84,7 +84,8 @@ def paper_batch(processor, durations, config, transcript_tokens: int, seed: int)
 
 
 DEFAULT_BACKBONES = ("llama-3.2-1b", "llama-3.2-3b", "llama-3.1-8b")
-# Backbones whose step would not leave room on an 80 GB card without it (see bench_scaling.py's table).
+# Trained with activation checkpointing by default, as an 8B run would be (bench_scaling.py: a 1,500-frame step
+# needs 58 GB without it, 24 GB with it), so that one call also measures the recomputation's cost.
 CHECKPOINTED_BY_DEFAULT = ("llama-3.1-8b",)
 
 
