@@ -62,7 +62,6 @@ from omni_avsr.presets import BACKBONES, backbone, paper_config
 
 
 AUDIO_FRAMES_PER_S = 50
-MEL_FRAMES_PER_S = 100
 # Llama-MTSK (arXiv 2503.06362) reports TFLOPs per utterance of its Llama-3.1-8B AVSR model at these rate pairs.
 MTSK_REPORTED_TFLOPS = {"4,2": 3.87, "16,5": 1.33}
 GPU_MEMORY_GB = 80
@@ -70,18 +69,6 @@ GPU_MEMORY_GB = 80
 USABLE_SHARE = 0.9
 # bitsandbytes NF4 with double quantisation: 4 bits per weight plus ~0.127 bits of block scales.
 NF4_BYTES_PER_WEIGHT = (4 + 0.127) / 8
-
-
-def clip_lengths(config, seconds: float) -> dict:
-    """Encoder frames of a clip, and LM tokens at each rate."""
-    frames = {"audio": round(seconds * AUDIO_FRAMES_PER_S), "video": round(seconds * VIDEO_FPS)}
-    return {
-        "frames": frames,
-        "tokens": {
-            modality: {rate: int(compressed_length(frames[modality], rate)) for rate in config.rates(modality)}
-            for modality in frames
-        },
-    }
 
 
 def task_row_length(config, task: str, media_tokens: dict, transcript_tokens: int) -> int:

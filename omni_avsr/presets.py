@@ -118,10 +118,6 @@ def avhubert_large_config() -> AVHubertVideoConfig:
     return AVHubertVideoConfig()
 
 
-def llama_3_2_1b_config(vocab_size: int | None = None) -> LlamaConfig:
-    return BACKBONES["llama-3.2-1b"].text_config(vocab_size)
-
-
 def paper_config(lora_variant: str = "ST", backbone_name: str = PAPER_BACKBONE, **kwargs) -> OmniAVSRConfig:
     """Omni-AVSR with Whisper-medium, AV-HuBERT Large and the shapes of `backbone_name` (default: Llama-3.2-1B, the
     paper's main setting). The pad token and the markers take the rows after the tokenizer's, the placeholders the
