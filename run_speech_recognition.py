@@ -39,6 +39,7 @@ from omni_avsr.training.arguments import (
 from omni_avsr.training.assembly import build_model_and_processor
 from omni_avsr.training.checkpoints import checkpoint_to_resume
 from omni_avsr.training.datasets import load_test_dataset, load_train_dataset, start_run
+from omni_avsr.training.quantization import quantize_language_model
 from omni_avsr.training.evaluation import evaluate_wer, evaluation_cells, measurement_record, write_report
 from omni_avsr.training.trainer import OmniAVSRTrainer
 
@@ -73,6 +74,8 @@ def main():
 
     training_texts = train_dataset.with_format(None)["text"] if train_dataset is not None else None
     model, processor = build_model_and_processor(model_args, training_texts)
+    # bitsandbytes quantises when the weights reach their device: move the model there first.
+    quantize_language_model(model.to(training_args.device), model_args.quantize_language_model)
     logger.info(
         "Omni-AVSR-%s, tasks %s, audio rates %s, video rates %s: %.2f M trainable of %.1f M parameters",
         model.config.lora_variant, model.config.tasks, model.config.audio_rates, model.config.video_rates,

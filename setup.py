@@ -30,6 +30,11 @@ setup(
         # Mouth cropping of face videos (omni_avsr.cropping): dlib's face detector and 68-point landmarks, offline.
         "crop": ["dlib-bin>=20.0", "face_recognition_models>=0.3", "opencv-python-headless>=4.8", "scipy>=1.10"],
         "demo": ["espeakng-loader>=0.2", "matplotlib>=3.8", "tensorboard>=2.15", "gguf>=0.10", "librosa>=0.10"],
+        # Sharded training engines beyond accelerate's FSDP (recipes/accelerate/deepspeed_zero3.yaml). Not in the default
+        # install: DeepSpeed logs its accelerator choice on import.
+        "scale": ["deepspeed>=0.16"],
+        # The frozen LM in 4-bit / 8-bit (ModelArguments.quantize_language_model); bitsandbytes >= 0.45 also runs on CPU.
+        "quantization": ["bitsandbytes>=0.45"],
         "dev": ["pytest>=8", "pytest-xdist>=3.5", "ctranslate2>=4.0"],
     },
     entry_points={"console_scripts": ["omni-avsr=omni_avsr.cli:main"]},

@@ -10,12 +10,15 @@ import platform
 import statistics
 import sys
 import time
+import weakref
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils import flop_counter
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
 from torch.utils.flop_counter import FlopCounterMode
 from transformers import AutoTokenizer, LlamaConfig, WhisperConfig, WhisperFeatureExtractor
 
@@ -348,6 +351,46 @@ def profile_top_ops(function, top: int = 8) -> list[dict]:
         }
         for event in events[:top]
     ]
+
+
+class PeakMemory(TorchDispatchMode):
+    """Bytes of tensor storage alive, and their peak, over the ops run inside it (any device, meta included).
+
+    Each new storage an op returns is counted until it is freed (a weak reference tells); `tensors` given at the start
+    (weights, optimizer states) count from the start. Storage shared by views counts once. This is what a caching
+    allocator must hold at least (CUDA's adds rounding and fragmentation), so the same step gives the same peak on
+    meta tensors as on real ones.
+    """
+
+    def __init__(self, tensors=()):
+        super().__init__()
+        self._live = {}
+        self.current = 0
+        self.peak = 0
+        for tensor in tensors:
+            self._track(tensor)
+
+    def _track(self, tensor) -> None:
+        if not isinstance(tensor, torch.Tensor):
+            return
+        storage = tensor.untyped_storage()
+        key = storage._cdata
+        if key in self._live:
+            return
+        size = storage.nbytes()
+        self._live[key] = weakref.ref(storage, lambda _, key=key, size=size: self._free(key, size))
+        self.current += size
+        self.peak = max(self.peak, self.current)
+
+    def _free(self, key, size: int) -> None:
+        if self._live.pop(key, None) is not None:
+            self.current -= size
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        output = func(*args, **(kwargs or {}))
+        for tensor in tree_flatten(output)[0]:
+            self._track(tensor)
+        return output
 
 
 def _proc_status_mb(field: str) -> float | None:

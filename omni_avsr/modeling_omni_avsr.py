@@ -229,6 +229,13 @@ class OmniAVSRModel(OmniAVSRPreTrainedModel):
         self._routed_lora_layers = [layer for layer in lora_layers(self.language_model) if isinstance(layer, OmniLoraLinear)]
         self.post_init()
 
+    def layer_classes(self) -> set[str]:
+        """The units of sharding (accelerate's FSDP transformer wrap policy) and of device maps: `post_init` gathers
+        the sub-models' `_no_split_modules`, of which only the classes this model holds are kept (the Whisper
+        encoder names its decoder's layers too, and accelerate refuses a class it cannot find in the model)."""
+        present = {type(module).__name__ for module in self.modules()}
+        return {name for name in self._no_split_modules if name in present}
+
     def _build_projectors(self, modality: str, output_size: int) -> nn.ModuleDict | None:
         encoder_config = self.config.audio_config if modality == "audio" else self.config.video_config
         if encoder_config is None:
@@ -603,6 +610,7 @@ class OmniAVSRForConditionalGeneration(OmniAVSRPreTrainedModel, GenerationMixin)
         text_config = config.text_config
         self.lm_head = nn.Linear(text_config.hidden_size, text_config.vocab_size, bias=False)
         self.post_init()
+        self._no_split_modules = self.model._no_split_modules = self.model.layer_classes()
         self.generation_config = GenerationConfig(
             bos_token_id=config.bos_token_id,
             eos_token_id=config.eos_token_id,

@@ -33,10 +33,15 @@ CASES = {
         ["--size", "tiny", "--clips", "3", "--seconds", "1", "--repeats", "1"],
         ["cases", "rates", "config", "machine"],
     ),
+    "bench_scaling": (
+        ["--smoke", "--batch-frames", "50", "--clip-seconds", "1", "--utterance-seconds", "1", "--new-tokens", "2",
+         "--variants", "S", "ST", "--measure", "tiny", "--measure-clips", "1", "--measure-seconds", "1"],
+        ["backbones", "setting", "measured_on_cpu", "machine"],
+    ),
     "bench_gpu": (
         ["--smoke"],
         ["gpu_name", "train_samples_per_s", "train_mfu", "train_mfu_vs_measured_matmul", "peak_gpu_memory_gb",
-         "decoding", "config"],
+         "decoding", "config", "runs"],
     ),
 }
 
@@ -68,6 +73,37 @@ def test_benchmark_prints_documented_json(script, monkeypatch, capsys):
         assert report["rows"] and all(row_keys <= set(row) for row in report["rows"])
     if script == "bench_sequence_merge":
         assert all(case["max_abs_difference"] == 0 for case in report["cases"].values()), "both layouts agree"
+    if script == "bench_scaling":
+        row = report["backbones"]["tiny"]
+        assert set(row["parameters"]) == {"S", "ST"} and set(row["train_step_tflops"]) == {"4,2", "16,5"}
+        assert {"one_gpu_bf16", "one_gpu_4bit", "fsdp_8_gpus_bf16"} <= set(row["fits_80gb"])
+        # The meta-device count is the real step's: same FLOPs, same peak of live tensor bytes.
+        for measured in report["measured_on_cpu"]:
+            assert measured["flops_counted_over_measured"] == 1.0, measured
+            assert measured["peak_counted_over_measured"] == pytest.approx(1.0, abs=0.02), measured
     if script == "bench_training":
         assert report["llm_passes_per_batch"] == {"omni": 3, "mtsk": 8, "separate": 3}
         assert report["llm_calls_per_batch"] == {"omni": 1, "mtsk": 8, "separate": 3}
+
+
+def test_bench_gpu_refuses_full_size_runs_without_a_gpu(monkeypatch, capsys):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    bench_gpu = importlib.import_module("bench_gpu")
+    with pytest.raises(SystemExit) as refusal:
+        bench_gpu.main([])
+    assert refusal.value.code == 2
+    message = capsys.readouterr().err
+    assert "no CUDA GPU" in message and "llama-3.1-8b" in message and "--smoke" in message
+
+
+def test_bench_gpu_arguments(monkeypatch):
+    bench_gpu = importlib.import_module("bench_gpu")
+    assert bench_gpu.parse_arguments(["--smoke"]).backbones == ["tiny"]
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    defaults = bench_gpu.parse_arguments([])
+    assert defaults.backbones == ["llama-3.2-1b", "llama-3.2-3b", "llama-3.1-8b"]
+    assert defaults.checkpointed == ["llama-3.1-8b"]
+    chosen = bench_gpu.parse_arguments(["--backbones", "qwen2.5-7b", "--checkpointed", "qwen2.5-7b"])
+    assert chosen.backbones == chosen.checkpointed == ["qwen2.5-7b"]
+    with pytest.raises(SystemExit):
+        bench_gpu.parse_arguments(["--backbones", "llama-4"])

@@ -1,7 +1,9 @@
 """Command-line arguments of the training scripts (parsed by `HfArgumentParser`, also from a JSON recipe)."""
 
+import importlib.util
 import json
 import logging
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,6 +12,7 @@ import torch
 from transformers import HfArgumentParser, TrainingArguments
 
 from ..configuration_omni_avsr import TASK_MODALITIES
+from .quantization import check_quantization
 
 
 logger = logging.getLogger(__name__)
@@ -68,6 +71,14 @@ class ModelArguments:
     freeze_language_model: bool = field(default=True, metadata={"help": "Keep the LM frozen (Omni-LoRA trains)."})
     audio_full_window: bool = field(default=True, metadata={"help": "Encode audio in Whisper's full 30 s window."})
     train_padding: str = field(default="masked", metadata={"help": "masked, or official (the reference's batching)."})
+    quantize_language_model: str | None = field(
+        default=None,
+        metadata={"help": "4bit (NF4) or 8bit (int8): the frozen LM's linear layers through bitsandbytes, Omni-LoRA "
+        "on top (QLoRA-style; needs the [quantization] extra). Default: the LM's own precision."},
+    )
+
+    def __post_init__(self):
+        check_quantization(self.quantize_language_model)
 
     def omni_avsr_options(self) -> dict:
         """The `OmniAVSRConfig` options of a newly assembled model."""
@@ -146,6 +157,7 @@ class OmniAVSRTrainingArguments(TrainingArguments):
     )
 
     def __post_init__(self):
+        check_sharding_engine(self.fsdp, self.deepspeed)
         emulated_bf16 = not torch.cuda.is_available() and not cpu_has_native_bf16()
         if self.bf16 and self.bf16_needs_native_cpu_support and emulated_bf16:
             logger.warning(
@@ -157,6 +169,25 @@ class OmniAVSRTrainingArguments(TrainingArguments):
         unknown = sorted(set(self.train_tasks or ()) - set(TASK_MODALITIES))
         if unknown:
             raise ValueError(f"--train_tasks: unknown tasks {unknown}; expected some of {list(TASK_MODALITIES)}.")
+
+
+def check_sharding_engine(fsdp, deepspeed) -> None:
+    """Refuse a sharded run that would not be sharded: DeepSpeed not installed, or FSDP without a GPU (accelerate
+    turns FSDP on for accelerators only; on CPU each process would silently train a whole unsharded copy). Sharding
+    is asked for by the flags or by `accelerate launch --config_file recipes/accelerate/*.yaml` (its environment)."""
+    wants_deepspeed = bool(deepspeed) or os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
+    wants_fsdp = bool(fsdp) or os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
+    if wants_deepspeed and importlib.util.find_spec("deepspeed") is None:
+        raise ImportError(
+            "DeepSpeed was asked for (a deepspeed config) but is not installed; expected the [scale] extra: "
+            "pip install -e '.[scale]'."
+        )
+    if wants_fsdp and not torch.cuda.is_available():
+        raise ValueError(
+            "FSDP was asked for (recipes/accelerate/fsdp.yaml or --fsdp) but no GPU is available: accelerate shards "
+            "on accelerators only, and each CPU process would train an unsharded copy. Expected CUDA GPUs, or no FSDP "
+            "config (torchrun gives DDP on CPU)."
+        )
 
 
 @dataclass
