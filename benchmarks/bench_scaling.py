@@ -117,7 +117,7 @@ def lm_rows(model, projected: dict, tasks, transcript_tokens: int) -> tuple[torc
     """`inputs_embeds` of the one LM call of a training step: one row group per task, each row its media tokens and
     text embeddings, right-padded to the longest row (as `_training_sequences` lays them out)."""
     config = model.config
-    clips, hidden = projected["audio"].shape[0], config.text_config.hidden_size
+    clips = projected["audio"].shape[0]
     counts = {modality: value.shape[1] for modality, value in projected.items()}
     lengths = {
         task: task_row_length(config, task, {m: counts[m] for m in TASK_MODALITIES[task]}, transcript_tokens)
@@ -131,7 +131,7 @@ def lm_rows(model, projected: dict, tasks, transcript_tokens: int) -> tuple[torc
         text_tokens = longest - sum(part.shape[1] for part in media)
         text = embed(torch.zeros(clips, text_tokens, dtype=torch.long, device="meta"))
         groups.append(torch.cat([*media, text], dim=1))
-    return torch.cat(groups), sum(transcript_tokens for _ in tasks) * clips
+    return torch.cat(groups), len(tasks) * transcript_tokens * clips
 
 
 def training_step(model, inputs: dict, seconds: float, rates: dict, transcript_tokens: int) -> None:
@@ -146,40 +146,6 @@ def training_step(model, inputs: dict, seconds: float, rates: dict, transcript_t
     logits = model.lm_head(target_hidden).float()
     labels = torch.zeros(targets, dtype=torch.long, device="meta")
     F.cross_entropy(logits, labels).backward()
-
-
-def decode_utterance(model, seconds: float, rates: dict, new_tokens: int, task: str = "avsr") -> dict:
-    """FLOPs of transcribing one clip: encoders, the LM over the prompt (prefill), then `new_tokens` greedy steps
-    on the KV cache (each one LM position and the full-vocabulary head)."""
-    config = model.config
-    inputs = meta_inputs(config, 1, seconds)
-    flops = {}
-    with torch.no_grad(), unpadded_meta_masks():
-        with counter() as count:
-            projected = encode_and_project(model, inputs, seconds, rates, grad=False)
-        flops["encoders_and_projectors"] = count.get_total_flops()
-        counts = {modality: projected[modality].shape[1] for modality in TASK_MODALITIES[task]}
-        prompt = task_row_length(config, task, counts, 0)
-        embed = model.model.get_input_embeddings()
-        cache = DynamicCache(config=config.text_config)
-        model.model.route_adapters([task], 1)
-        with counter() as count:
-            hidden = model.model.language_model(
-                inputs_embeds=embed(torch.zeros(1, prompt, dtype=torch.long, device="meta")), cache=cache, use_cache=True
-            ).last_hidden_state
-            model.lm_head(hidden[:, -1:])
-        flops["llm_prefill"] = count.get_total_flops()
-        with counter() as count:
-            for _ in range(new_tokens - 1):
-                hidden = model.model.language_model(
-                    inputs_embeds=embed(torch.zeros(1, 1, dtype=torch.long, device="meta")), cache=cache,
-                    use_cache=True,
-                ).last_hidden_state
-                model.lm_head(hidden)
-        flops["llm_decode"] = count.get_total_flops()
-    flops["prompt_tokens"] = prompt
-    flops["total"] = flops["encoders_and_projectors"] + flops["llm_prefill"] + flops["llm_decode"]
-    return flops
 
 
 # ----- running the model's modules on meta tensors ----------------------------------------------------------

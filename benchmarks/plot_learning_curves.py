@@ -22,11 +22,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 def learning_curves(run_folder: Path) -> dict:
     """`{"steps": ..., "minutes": ..., "losses": {name: values}}` of one run folder."""
-    state_file = run_folder / "trainer_state.json"
-    if not state_file.exists():
-        raise FileNotFoundError(f"{state_file} not found: expected the output folder of a finished Trainer run.")
+    state_file, results_file = run_folder / "trainer_state.json", run_folder / "train_results.json"
+    for path in (state_file, results_file):
+        if not path.exists():
+            raise FileNotFoundError(f"{path} not found: expected the output folder of a finished Trainer run.")
     state = json.loads(state_file.read_text())
-    runtime = json.loads((run_folder / "train_results.json").read_text())["train_runtime"]
+    runtime = json.loads(results_file.read_text())["train_runtime"]
     logs = [entry for entry in state["log_history"] if "loss" in entry]
     if not logs:
         raise ValueError(f"{state_file} logged no training loss.")
