@@ -62,3 +62,35 @@ def test_a_trained_language_model_is_not_quantised(processor):
     model = tiny_model(processor, freeze_language_model=False)
     with pytest.raises(ValueError, match="freeze_language_model=True"):
         quantize_language_model(model, "4bit")
+
+
+@pytest.mark.parametrize("bits", ["4bit", "8bit"])
+def test_a_quantised_model_saves_a_plain_folder_that_loads_and_resumes(processor, bits, tmp_path):
+    """Checkpoints hold the dequantised weights: `from_pretrained` loads them without bitsandbytes' layouts (the
+    folder was refused before: packed NF4 shapes), and a resumed run quantises them again to the same model."""
+    pytest.importorskip("bitsandbytes", reason="the [quantization] extra")
+    from safetensors.torch import load_file
+
+    from omni_avsr.modeling_omni_avsr import OmniAVSRForConditionalGeneration
+
+    model = bf16_model(processor)
+    quantize_language_model(model, bits)
+    batch = {name: value.to(torch.bfloat16) if value.is_floating_point() else value
+             for name, value in tiny_batch(processor).items()}
+    reference = model(**batch, audio_rate=4, video_rate=2)
+    model.save_pretrained(tmp_path)
+    saved = load_file(tmp_path / "model.safetensors")
+    q_proj = "model.language_model.layers.0.self_attn.q_proj.base_layer."
+    assert sorted(key for key in saved if key.startswith(q_proj)) == [q_proj + "weight"]
+    assert saved[q_proj + "weight"].shape == (32, 32) and saved[q_proj + "weight"].dtype == torch.bfloat16
+
+    reloaded = OmniAVSRForConditionalGeneration.from_pretrained(tmp_path, dtype=torch.bfloat16).train()
+    assert type(reloaded.model.language_model.layers[0].self_attn.q_proj.base_layer) is torch.nn.Linear
+    dense_loss = reloaded(**batch, audio_rate=4, video_rate=2).loss
+    assert float(dense_loss) == pytest.approx(float(reference.loss), rel=1e-3)
+
+    resumed = bf16_model(processor)
+    quantize_language_model(resumed, bits)
+    result = resumed.load_state_dict(saved, strict=False)
+    assert result.unexpected_keys == [] and set(result.missing_keys) <= {"lm_head.weight"}
+    assert float(resumed(**batch, audio_rate=4, video_rate=2).loss) == pytest.approx(float(reference.loss), rel=1e-3)
