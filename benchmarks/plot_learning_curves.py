@@ -31,7 +31,7 @@ def learning_curves(run_folder: Path) -> dict:
     logs = [entry for entry in state["log_history"] if "loss" in entry]
     if not logs:
         raise ValueError(f"{state_file} logged no training loss.")
-    names = sorted({key for entry in logs for key in entry if key == "loss" or key.startswith("loss_")})
+    names = sorted({key for entry in logs for key in entry if key == "loss" or key.endswith("_loss")})
     steps = [entry["step"] for entry in logs]
     return {
         "steps": steps,

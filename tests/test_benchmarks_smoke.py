@@ -107,3 +107,21 @@ def test_bench_gpu_arguments(monkeypatch):
     assert chosen.backbones == chosen.checkpointed == ["qwen2.5-7b"]
     with pytest.raises(SystemExit):
         bench_gpu.parse_arguments(["--backbones", "llama-4"])
+
+
+def test_learning_curves_read_every_task_loss(monkeypatch, tmp_path):
+    """The joint run logs `asr_loss` / `vsr_loss` / `avsr_loss` beside `loss`: each is a curve, eval logs are not."""
+    monkeypatch.syspath_prepend(str(BENCHMARKS_DIR))
+    plot_learning_curves = importlib.import_module("plot_learning_curves")
+    history = [
+        {"step": 25, "loss": 5.0, "asr_loss": 1.0, "vsr_loss": 2.0, "avsr_loss": 1.5, "grad_norm": 3.0},
+        {"step": 50, "loss": 4.0, "asr_loss": 0.8, "vsr_loss": 1.8, "avsr_loss": 1.2, "grad_norm": 2.0},
+        {"step": 50, "eval_loss": 4.5},
+    ]
+    (tmp_path / "trainer_state.json").write_text(json.dumps({"log_history": history, "global_step": 100}))
+    (tmp_path / "train_results.json").write_text(json.dumps({"train_runtime": 120.0}))
+    curves = plot_learning_curves.learning_curves(tmp_path)
+    assert curves["steps"] == [25, 50] and curves["minutes"] == [0.5, 1.0]
+    assert curves["losses"] == {
+        "asr_loss": [1.0, 0.8], "avsr_loss": [1.5, 1.2], "loss": [5.0, 4.0], "vsr_loss": [2.0, 1.8]
+    }
