@@ -109,9 +109,8 @@ def test_bench_gpu_arguments(monkeypatch):
         bench_gpu.parse_arguments(["--backbones", "llama-4"])
 
 
-def test_learning_curves_read_every_task_loss(monkeypatch, tmp_path):
+def test_learning_curves_read_every_task_loss(tmp_path):
     """The joint run logs `asr_loss` / `vsr_loss` / `avsr_loss` beside `loss`: each is a curve, eval logs are not."""
-    monkeypatch.syspath_prepend(str(BENCHMARKS_DIR))
     plot_learning_curves = importlib.import_module("plot_learning_curves")
     history = [
         {"step": 25, "loss": 5.0, "asr_loss": 1.0, "vsr_loss": 2.0, "avsr_loss": 1.5, "grad_norm": 3.0},

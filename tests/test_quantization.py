@@ -25,12 +25,16 @@ def bf16_model(processor):
     return model.train()
 
 
+def bf16_batch(processor):
+    return {name: value.to(torch.bfloat16) if value.is_floating_point() else value
+            for name, value in tiny_batch(processor).items()}
+
+
 @pytest.mark.parametrize("bits", ["4bit", "8bit"])
 def test_quantised_language_model_trains_lora_with_a_close_loss(processor, bits):
     pytest.importorskip("bitsandbytes", reason="the [quantization] extra")
     model = bf16_model(processor)
-    batch = {name: value.to(torch.bfloat16) if value.is_floating_point() else value
-             for name, value in tiny_batch(processor).items()}
+    batch = bf16_batch(processor)
     reference = model(**batch, audio_rate=4, video_rate=2)
     quantised = copy.deepcopy(model)
     quantize_language_model(quantised, bits)
@@ -75,8 +79,7 @@ def test_a_quantised_model_saves_a_plain_folder_that_loads_and_resumes(processor
 
     model = bf16_model(processor)
     quantize_language_model(model, bits)
-    batch = {name: value.to(torch.bfloat16) if value.is_floating_point() else value
-             for name, value in tiny_batch(processor).items()}
+    batch = bf16_batch(processor)
     reference = model(**batch, audio_rate=4, video_rate=2)
     model.save_pretrained(tmp_path)
     saved = load_file(tmp_path / "model.safetensors")

@@ -52,8 +52,8 @@ def quantize_language_model(model, quantization: str | None) -> None:
             _set_quantized_weight(layer, child.weight.data, device)
             if has_bias:
                 layer.bias = nn.Parameter(child.bias.data.to(COMPUTE_DTYPE), requires_grad=False)
-            layer._register_state_dict_hook(_save_dense_weight)
-            layer._register_load_state_dict_pre_hook(_load_dense_weight, with_module=True)
+            layer.register_state_dict_post_hook(_save_dense_weight)
+            layer.register_load_state_dict_pre_hook(_load_dense_weight)
             setattr(parent, name, layer.to(device))
 
 
