@@ -42,10 +42,13 @@ class AVHubertBasicBlock(nn.Module):
 
 
 class AVHubertVisualFrontend(nn.Module):
-    """3D convolution stem over (time, height, width) followed by a per-frame 2D ResNet-18 and global pooling."""
+    """3D convolution stem over (time, height, width) followed by a per-frame 2D ResNet-18 and global pooling; the crop
+    is first average-pooled when `config.frontend_input_pooling` > 1."""
 
     def __init__(self, config: AVHubertVideoConfig):
         super().__init__()
+        pooling = config.frontend_input_pooling
+        self.input_pool = nn.AvgPool3d((1, pooling, pooling)) if pooling > 1 else nn.Identity()
         channels = config.frontend_channels
         stride = config.frontend_spatial_stride
         self.conv3d = nn.Conv3d(
@@ -73,7 +76,7 @@ class AVHubertVisualFrontend(nn.Module):
         The 2D trunk runs on valid frames only; padded frames get zeros (the encoder zeroes them anyway).
         """
         batch_size, _, num_frames = pixel_values.shape[:3]
-        hidden_states = self.pool3d(self.act3d(self.norm3d(self.conv3d(pixel_values))))
+        hidden_states = self.pool3d(self.act3d(self.norm3d(self.conv3d(self.input_pool(pixel_values)))))
         hidden_states = hidden_states.transpose(1, 2).flatten(0, 1)
         flat_mask = frame_mask.flatten()
         frames = hidden_states[flat_mask]

@@ -85,3 +85,25 @@ def test_spatial_stride_four_keeps_the_output_layout_and_round_trips(lip_reader,
 def test_spatial_stride_must_be_positive():
     with pytest.raises(Exception, match="frontend_spatial_stride must be a positive integer, got 0"):
         AVHubertVideoConfig(frontend_spatial_stride=0)
+
+
+def test_input_pooling_reads_the_crop_at_half_resolution_and_round_trips(lip_reader, tmp_path):
+    """`frontend_input_pooling: 2` is the same network fed 2×2-averaged crops: same weights, same logits, and the
+    option survives save / load (so a pipeline reads clips as the model was trained)."""
+    pooled = AVHubertForCTC(AVHubertVideoConfig.from_dict(lip_reader.config.to_dict() | {"frontend_input_pooling": 2}))
+    pooled.load_state_dict(lip_reader.state_dict())
+    pooled.eval()
+    pixels, mask = _videos()
+    batch, frames, channels, height, width = pixels.shape
+    halved = pixels.reshape(batch, frames, channels, height // 2, 2, width // 2, 2).mean(dim=(4, 6))
+    logits = pooled(pixels, video_mask=mask).logits
+    torch.testing.assert_close(logits, lip_reader(halved, video_mask=mask).logits)
+    pooled.save_pretrained(tmp_path)
+    reloaded = AVHubertForCTC.from_pretrained(tmp_path).eval()
+    assert reloaded.config.frontend_input_pooling == 2
+    torch.testing.assert_close(reloaded(pixels, video_mask=mask).logits, logits)
+
+
+def test_input_pooling_must_be_positive():
+    with pytest.raises(Exception, match="frontend_input_pooling must be a positive integer, got 0"):
+        AVHubertVideoConfig(frontend_input_pooling=0)
