@@ -33,7 +33,7 @@ class AVHubertVideoConfig(PreTrainedConfig):
             frame (a quarter of the pixels); pretrained AV-HuBERT weights were trained with 2.
         frontend_input_pooling (`int`, defaults to 1): average-pools each crop by this factor over height and width
             before the stem (2: an 88×88 crop is read at 44×44). With stride 4 as well, the trunk runs on a quarter of
-            the pixels again: for the demo's small lip reader a 2.4× cheaper front-end and 1.3× cheaper training
+            the pixels again: for a lip reader of the demo's size a 2.4× cheaper front-end and 1.3× cheaper training
             steps (data loading and the transformer stay), at the same loss per step. AV-HuBERT reads the full crop.
         resnet_channels (`list[int]`, defaults to `[64, 128, 256, 512]`): widths of the four ResNet-18 stages.
         resnet_blocks_per_stage (`int`, defaults to 2): basic blocks per stage (2 = ResNet-18).

@@ -82,9 +82,10 @@ def test_spatial_stride_four_keeps_the_output_layout_and_round_trips(lip_reader,
     torch.testing.assert_close(reloaded(pixels, video_mask=mask).logits, logits)
 
 
-def test_spatial_stride_must_be_positive():
-    with pytest.raises(Exception, match="frontend_spatial_stride must be a positive integer, got 0"):
-        AVHubertVideoConfig(frontend_spatial_stride=0)
+@pytest.mark.parametrize("name", ["frontend_spatial_stride", "frontend_input_pooling"])
+def test_frontend_factors_must_be_positive(name):
+    with pytest.raises(Exception, match=f"{name} must be a positive integer, got 0"):
+        AVHubertVideoConfig(**{name: 0})
 
 
 def test_input_pooling_reads_the_crop_at_half_resolution_and_round_trips(lip_reader, tmp_path):
@@ -102,8 +103,3 @@ def test_input_pooling_reads_the_crop_at_half_resolution_and_round_trips(lip_rea
     reloaded = AVHubertForCTC.from_pretrained(tmp_path).eval()
     assert reloaded.config.frontend_input_pooling == 2
     torch.testing.assert_close(reloaded(pixels, video_mask=mask).logits, logits)
-
-
-def test_input_pooling_must_be_positive():
-    with pytest.raises(Exception, match="frontend_input_pooling must be a positive integer, got 0"):
-        AVHubertVideoConfig(frontend_input_pooling=0)
