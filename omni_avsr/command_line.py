@@ -11,6 +11,11 @@ EXPECTED_ERRORS = (OSError, ValueError, ImportError)
 never as a traceback."""
 
 
+def available_cpus() -> int:
+    """The CPU cores this process may run on (its affinity, where the platform tells it)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def report_error(prog: str, error: BaseException) -> int:
     """Print `prog: error: message` on one line of stderr and return the exit status 1."""
     print(f"{prog}: error: {' '.join(str(error).split())}", file=sys.stderr)

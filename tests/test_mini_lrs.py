@@ -245,3 +245,35 @@ def test_every_symbol_espeak_uses_has_a_viseme():
         for word, ipa in zip(words, synthesizer.phonemize(words, accent)):
             symbols = {s for s in unicodedata.normalize("NFD", ipa) if s not in marks and not unicodedata.combining(s)}
             assert symbols <= known, (accent, word, ipa, symbols - known)
+
+
+def test_listed_speakers_leave_the_held_out_ones_out_and_keep_the_test_sentences():
+    """A pretraining corpus with more clips and other speakers (the shipped lip reader's) has the demo's test
+    sentences as its own test split, so none of them is trained on, and none of the held-out speakers s09-s16."""
+    demo = plan_clips(MiniLRSConfig(num_train=2000, num_test=200))
+    speakers = mini_lrs.parse_speaker_numbers("1-8,s17-20")
+    assert speakers == (1, 2, 3, 4, 5, 6, 7, 8, 17, 18, 19, 20)
+    pretraining = plan_clips(MiniLRSConfig(num_train=3000, num_test=200, num_speakers=12, speakers=speakers))
+    assert {spec.sentence for spec in pretraining["test"]} == {spec.sentence for spec in demo["test"]}
+    assert not {spec.sentence for spec in pretraining["train"]} & {spec.sentence for spec in demo["test"]}
+    train_speakers = {spec.speaker.speaker_id for spec in pretraining["train"]}
+    assert train_speakers == {f"s{number:02d}" for number in speakers}
+    assert pretraining["train"][8].speaker == make_speaker(16)  # s17 is the same person as in any corpus
+    with pytest.raises(ValueError, match="num_speakers"):
+        MiniLRSConfig(num_speakers=8, speakers=(1, 2))
+    with pytest.raises(ValueError, match="distinct"):
+        MiniLRSConfig(num_speakers=2, speakers=(3, 3))
+    with pytest.raises(ValueError, match="--speakers"):
+        mini_lrs.parse_speaker_numbers("1-8,9x")
+
+
+def test_a_corpus_made_before_the_speakers_option_resumes(tmp_path):
+    """Settings files written without `speakers` compare equal to a config that does not set it."""
+    root = tmp_path / "corpus"
+    root.mkdir()
+    old_settings = {name: value for name, value in vars(CONFIG).items() if name != "speakers"}
+    settings = {"generator_version": mini_lrs.GENERATOR_VERSION, **old_settings}
+    (root / mini_lrs.CONFIG_FILE).write_text(json.dumps(settings))
+    mini_lrs._claim_output_dir(root, CONFIG)
+    with pytest.raises(ValueError, match="speakers"):
+        mini_lrs._claim_output_dir(root, MiniLRSConfig(**{**vars(CONFIG), "speakers": tuple(range(1, 9))}))

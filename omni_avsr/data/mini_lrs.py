@@ -27,6 +27,7 @@ import json
 import multiprocessing
 import multiprocessing.pool
 import os
+import re
 import signal
 import time
 from pathlib import Path
@@ -35,7 +36,7 @@ import numpy as np
 import soundfile
 from tqdm import tqdm
 
-from ..command_line import EXPECTED_ERRORS, prepare_output_dir, report_error
+from ..command_line import EXPECTED_ERRORS, available_cpus, prepare_output_dir, report_error
 from .mini_lrs_babble import make_babble
 from .mini_lrs_clip import DATASET_NAME, SAMPLE_RATE, ClipSpec, existing_clip_frames, write_clip
 from .mini_lrs_espeak import EspeakSynthesizer
@@ -56,9 +57,13 @@ _SENTENCE_STREAM, _BABBLE_STREAM = 2, 3  # random streams of a seed besides the 
 class MiniLRSConfig:
     """What a corpus is made of; two runs with equal configs write identical corpora.
 
-    `hold_out_speakers` > 0 keeps the last that many speakers for the test split only (speaker-independent
-    evaluation, as in LRS3); 0 lets both splits share all speakers. `free_text_ratio` of each split's sentences
-    are free text instead of GRID sentences.
+    `speakers` are the speaker numbers (`sNN`) used, in order; `None` means s01 to s{num_speakers}. A larger
+    pretraining corpus can thus add speakers while leaving out the ones reserved for held-out tests (the demo holds
+    out s09-s16: `speakers=(1, ..., 8, 17, ..., 40)`). `hold_out_speakers` > 0 keeps the last that many speakers for
+    the test split only (speaker-independent evaluation, as in LRS3); 0 lets both splits share all speakers.
+    `free_text_ratio` of each split's sentences are free text instead of GRID sentences. The test sentences depend on
+    `seed`, `num_test` and `free_text_ratio` only, so a corpus with more training clips or other speakers keeps the
+    same test sentences and never trains on them.
     """
 
     num_train: int = 1000
@@ -69,8 +74,18 @@ class MiniLRSConfig:
     free_text_ratio: float = 0.0
     babble_seconds: float = 120.0
     babble_talkers: int = 8
+    speakers: tuple[int, ...] | None = None
 
     def __post_init__(self):
+        if self.speakers is not None:
+            speakers = tuple(int(number) for number in self.speakers)
+            if not speakers or min(speakers) < 1 or len(set(speakers)) != len(speakers):
+                raise ValueError(f"speakers must be distinct speaker numbers from 1 up, got {list(self.speakers)}.")
+            if self.num_speakers != len(speakers):
+                raise ValueError(
+                    f"num_speakers ({self.num_speakers}) must equal the number of speakers listed ({len(speakers)})."
+                )
+            object.__setattr__(self, "speakers", speakers)
         if self.num_train < 0 or self.num_test < 1:
             raise ValueError(f"Expected num_train >= 0 and num_test >= 1, got {self.num_train} and {self.num_test}.")
         if self.num_speakers < 1:
@@ -91,7 +106,7 @@ class MiniLRSConfig:
 
 def plan_clips(config: MiniLRSConfig) -> dict[str, list[ClipSpec]]:
     """Every clip of the corpus, per split: sentence, speaker (in turn, so speakers get equal shares) and seed."""
-    speakers = [make_speaker(index) for index in range(config.num_speakers)]
+    speakers = [make_speaker(number - 1) for number in speaker_numbers(config)]
     num_train_speakers = config.num_speakers - config.hold_out_speakers
     split_speakers = {
         "train": speakers[:num_train_speakers],
@@ -112,6 +127,22 @@ def plan_clips(config: MiniLRSConfig) -> dict[str, list[ClipSpec]]:
         ]
         for split_code, split in enumerate(SPLITS)
     }
+
+
+def speaker_numbers(config: MiniLRSConfig) -> tuple[int, ...]:
+    """The speaker numbers of a corpus, in order (s01 is 1)."""
+    return config.speakers if config.speakers is not None else tuple(range(1, config.num_speakers + 1))
+
+
+def parse_speaker_numbers(text: str) -> tuple[int, ...]:
+    """Speaker numbers from a list such as `1-8,17-40` (ranges inclusive)."""
+    numbers = []
+    for part in text.split(","):
+        match = re.fullmatch(r"\s*s?(\d+)\s*(?:-\s*s?(\d+)\s*)?", part)
+        if match is None or (match[2] is not None and int(match[2]) < int(match[1])):
+            raise ValueError(f"--speakers: expected numbers and ranges such as 1-8,17-40, got {part.strip()!r}.")
+        numbers += range(int(match[1]), int(match[2] or match[1]) + 1)
+    return tuple(numbers)
 
 
 def token_ids(text: str) -> str:
@@ -152,7 +183,7 @@ def generate_corpus(
                 pending.append(spec)
             else:
                 frames[split, spec.index] = existing
-    workers = max(1, min(workers or _available_cpus(), len(pending)))
+    workers = max(1, min(workers or available_cpus(), len(pending)))
 
     synthesizer = EspeakSynthesizer()
     start = time.perf_counter()
@@ -181,7 +212,9 @@ def generate_corpus(
     babble_path = root / BABBLE_FILE
     if not babble_path.is_file():
         rng = np.random.default_rng([config.seed, _BABBLE_STREAM])
-        babble = make_babble(synthesizer, config.babble_seconds, config.babble_talkers, config.num_speakers, rng)
+        # The babble's talkers come after the corpus's last speaker, so no voice of the corpus is in it.
+        first_talker = max(speaker_numbers(config))
+        babble = make_babble(synthesizer, config.babble_seconds, config.babble_talkers, first_talker, rng)
         babble_path.parent.mkdir(parents=True, exist_ok=True)
         partial = babble_path.with_name(f".{babble_path.name}.partial")
         soundfile.write(partial, babble, SAMPLE_RATE, subtype="PCM_16", format="WAV")
@@ -200,6 +233,10 @@ def generate_corpus(
 def _claim_output_dir(root: Path, config: MiniLRSConfig) -> None:
     """Record the settings in a new output folder, or check that an existing corpus was made with the same."""
     settings = {"generator_version": GENERATOR_VERSION, **dataclasses.asdict(config)}
+    if config.speakers is None:
+        del settings["speakers"]  # corpora made before the option existed resume with the same settings
+    else:
+        settings["speakers"] = list(config.speakers)
     prepare_output_dir(root, "--output-dir")
     config_path = root / CONFIG_FILE
     if config_path.is_file():
@@ -257,10 +294,6 @@ def _write_clip_in_worker(task: tuple[Path, ClipSpec]) -> tuple[ClipSpec, int]:
     return spec, write_clip(root, spec, _worker_synthesizer)
 
 
-def _available_cpus() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(
         prog="python -m omni_avsr.data.mini_lrs",
@@ -272,7 +305,15 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--num-train", type=int, default=defaults.num_train, help="training clips")
     parser.add_argument("--num-test", type=int, default=defaults.num_test, help="test clips")
     parser.add_argument("--seed", type=int, default=defaults.seed, help="seed of sentences, pauses, motion, noise")
-    parser.add_argument("--num-speakers", type=int, default=defaults.num_speakers, help="speakers (voice + face)")
+    parser.add_argument(
+        "--num-speakers", type=int, default=None, help=f"speakers s01..sN (voice + face; default {defaults.num_speakers})"
+    )
+    parser.add_argument(
+        "--speakers",
+        default=None,
+        help="the speaker numbers to use instead of s01..sN, e.g. 1-8,17-40 (keeps s09-s16, the demo's held-out "
+        "speakers, out of a pretraining corpus)",
+    )
     parser.add_argument(
         "--hold-out-speakers",
         type=int,
@@ -292,11 +333,16 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
 
     try:
+        speakers = parse_speaker_numbers(args.speakers) if args.speakers is not None else None
+        num_speakers = args.num_speakers
+        if num_speakers is None:
+            num_speakers = len(speakers) if speakers else defaults.num_speakers
         config = MiniLRSConfig(
             num_train=args.num_train,
             num_test=args.num_test,
             seed=args.seed,
-            num_speakers=args.num_speakers,
+            num_speakers=num_speakers,
+            speakers=speakers,
             hold_out_speakers=args.hold_out_speakers,
             free_text_ratio=args.free_text_ratio,
             babble_seconds=args.babble_seconds,
