@@ -10,17 +10,20 @@ on Mini-LRS) gets the same head start here before `run_speech_recognition.py` jo
 With --do_train the encoder and a linear CTC head over a BPE vocabulary fitted to the training texts are trained with
 the `Trainer` (frame-budget batches, augmentation, resumable checkpoints); the folder written holds an
 `AVHubertForCTC` that `AVHubertVideoModel.from_pretrained` reads as an encoder. With --do_predict the test split is
-decoded greedily and its WER written to lip_reading_results.json.
+decoded greedily and its WER written to lip_reading_results.json; when training too, the test split is also decoded at
+every checkpoint, and `lip_reading_curve.jsonl` records the WER against training steps and wall time. A trained lip
+reader is evaluated on another corpus with `--model_name_or_path FOLDER --do_predict --data_root CORPUS`.
 """
 
 import json
 import logging
+import time
 from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
-from transformers import WhisperFeatureExtractor
+from transformers import TrainerCallback, WhisperFeatureExtractor
 
 from omni_avsr.configuration_avhubert import AVHubertVideoConfig
 from omni_avsr.data.collator import OmniAVSRDataCollator
@@ -42,11 +45,20 @@ from omni_avsr.training.trainer import OmniAVSRTrainer
 logger = logging.getLogger(__name__)
 
 
+CURVE_FILE = "lip_reading_curve.jsonl"
+
+
 def build_lip_reader(model_args: LipReaderArguments, training_texts: list[str] | None, resume_folder: str | None):
     """A CTC lip reader and its processor: reloaded from `resume_folder` (a checkpoint keeps the BPE its head was
-    trained with), or a new head over a BPE fitted to `training_texts`."""
-    if resume_folder is not None and (Path(resume_folder) / "tokenizer.json").exists():
-        return AVHubertForCTC.from_pretrained(resume_folder), OmniAVSRProcessor.from_pretrained(resume_folder)
+    trained with), else from --model_name_or_path, else a new head over a BPE fitted to `training_texts`."""
+    for folder in (resume_folder, model_args.model_name_or_path):
+        if folder is not None and (Path(folder) / "tokenizer.json").exists():
+            return AVHubertForCTC.from_pretrained(folder), OmniAVSRProcessor.from_pretrained(folder)
+    if model_args.model_name_or_path is not None:
+        raise ValueError(
+            f"--model_name_or_path {model_args.model_name_or_path} is not a trained lip reader: expected a folder with "
+            "config.json, model.safetensors and tokenizer.json (the output of this script)."
+        )
     if model_args.video_encoder is None:
         raise ValueError("--video_encoder is required: an AVHubertVideoConfig .json or an AVHubertVideoModel folder.")
     if not training_texts:
@@ -62,18 +74,51 @@ def build_lip_reader(model_args: LipReaderArguments, training_texts: list[str] |
 
 
 @torch.no_grad()
-def lip_reading_wer(model: AVHubertForCTC, processor: OmniAVSRProcessor, dataset, batch_size: int) -> dict:
+def lip_reading_wer(
+    model: AVHubertForCTC, processor: OmniAVSRProcessor, dataset, batch_size: int, progress: bool = True
+) -> dict:
     """Greedy CTC decoding of `dataset`; its WER and a few transcripts."""
     model.eval()
     loader = DataLoader(dataset, batch_size=batch_size, collate_fn=OmniAVSRDataCollator(processor))
     hypotheses = []
-    for batch in tqdm(loader, desc="lip reading"):
+    for batch in tqdm(loader, desc="lip reading", disable=not progress):
         logits = model(batch["pixel_values_videos"], video_mask=batch["video_mask"]).logits
         hypotheses += processor.tokenizer.batch_decode(model.greedy_decode(logits, batch["video_mask"]))
     references = dataset.with_format(None)["text"]
     wer, num_words = word_error_rate(references, hypotheses)
     examples = [{"reference": ref, "hypothesis": hyp} for ref, hyp in zip(references[:5], hypotheses[:5])]
     return {"wer": wer, "num_words": num_words, "examples": examples}
+
+
+class LipReadingCurve(TrainerCallback):
+    """Decodes the test split at every checkpoint and appends `{"step", "seconds", "wer"}` to `lip_reading_curve.jsonl`:
+    the lip reader's WER against training time. `seconds` is training wall time, carried over when a run resumes."""
+
+    def __init__(self, processor, test_dataset, batch_size: int, output_dir: str):
+        self.processor, self.test_dataset, self.batch_size = processor, test_dataset, batch_size
+        self.path = Path(output_dir) / CURVE_FILE
+        self.start = self.seconds_before = 0.0
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.start = time.perf_counter()
+        if self.path.is_file() and state.global_step > 0:
+            points = [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+            earlier = [point for point in points if point["step"] <= state.global_step]
+            self.seconds_before = earlier[-1]["seconds"] if earlier else 0.0
+            self.path.write_text("".join(json.dumps(point) + "\n" for point in earlier))
+
+    def on_save(self, args, state, control, model=None, **kwargs):
+        if not state.is_world_process_zero:
+            return
+        seconds = self.seconds_before + time.perf_counter() - self.start
+        evaluation_start = time.perf_counter()
+        results = lip_reading_wer(model, self.processor, self.test_dataset, self.batch_size, progress=False)
+        model.train()
+        point = {"step": state.global_step, "seconds": round(seconds, 1), "wer": round(results["wer"], 2)}
+        with open(self.path, "a", encoding="utf-8") as file:
+            file.write(json.dumps(point) + "\n")
+        # Decoding is not training: leave its time out of the curve.
+        self.start += time.perf_counter() - evaluation_start
 
 
 def main():
@@ -87,9 +132,15 @@ def main():
         train_dataset = load_train_dataset(data_args, ("video",), training_args.seed)
     checkpoint = checkpoint_to_resume(training_args) if training_args.do_train else None
     training_texts = train_dataset.with_format(None)["text"] if train_dataset is not None else None
-    model, processor = build_lip_reader(
-        model_args, training_texts, checkpoint if training_args.do_train else training_args.output_dir
-    )
+    # Evaluation alone reads --model_name_or_path, else the model this output folder holds.
+    evaluated = model_args.model_name_or_path or training_args.output_dir
+    model, processor = build_lip_reader(model_args, training_texts, checkpoint if training_args.do_train else evaluated)
+    test_dataset = load_test_dataset(data_args, ("video",)) if training_args.do_predict else None
+    callbacks = []
+    if training_args.do_train and test_dataset is not None:
+        callbacks.append(
+            LipReadingCurve(processor, test_dataset, data_args.decode_batch_size, training_args.output_dir)
+        )
 
     trainer = OmniAVSRTrainer(
         model=model,
@@ -99,13 +150,13 @@ def main():
         processing_class=processor,
         max_frames_per_batch=data_args.max_frames_per_batch,
         max_clips_per_batch=data_args.max_clips_per_batch,
+        callbacks=callbacks,
     )
     if training_args.do_train:
         result = trainer.train(resume_from_checkpoint=checkpoint)
         trainer.save_final_model(result)
 
     if training_args.do_predict and trainer.is_world_process_zero():
-        test_dataset = load_test_dataset(data_args, ("video",))
         results = lip_reading_wer(trainer.model, processor, test_dataset, data_args.decode_batch_size)
         Path(training_args.output_dir, "lip_reading_results.json").write_text(json.dumps(results, indent=2))
         print(f"CTC lip reading, greedy: WER {results['wer']:.1f} % on {results['num_words']} words")

@@ -38,7 +38,15 @@ from omni_avsr.training.arguments import (
 )
 from omni_avsr.training.assembly import build_model_and_processor
 from omni_avsr.training.checkpoints import checkpoint_to_resume
-from omni_avsr.training.datasets import load_test_dataset, load_train_dataset, start_run
+from omni_avsr.training.datasets import (
+    load_test_dataset,
+    load_train_dataset,
+    start_run,
+    test_data_root,
+    training_segment_seconds,
+    video_is_augmented,
+)
+from omni_avsr.training.encoder_cache import cache_frozen_video_encoder
 from omni_avsr.training.quantization import quantize_language_model
 from omni_avsr.training.evaluation import evaluate_wer, evaluation_cells, measurement_record, write_report
 from omni_avsr.training.trainer import OmniAVSRTrainer
@@ -74,6 +82,8 @@ def main():
 
     training_texts = train_dataset.with_format(None)["text"] if train_dataset is not None else None
     model, processor = build_model_and_processor(model_args, training_texts)
+    if train_dataset is not None:
+        processor.segment_seconds = training_segment_seconds(train_dataset)
     # bitsandbytes quantises when the weights reach their device: move the model there first.
     quantize_language_model(model.to(training_args.device), model_args.quantize_language_model)
     logger.info(
@@ -82,6 +92,12 @@ def main():
         sum(p.numel() for p in model.parameters() if p.requires_grad) / 1e6,
         sum(p.numel() for p in model.parameters()) / 1e6,
     )
+
+    video_encoder = model.video_encoder
+    frozen_video = video_encoder is not None and not any(param.requires_grad for param in video_encoder.parameters())
+    if training_args.do_train and "video" in train_modalities and frozen_video and not video_is_augmented(data_args):
+        cache_frozen_video_encoder(video_encoder)
+        logger.info("The video encoder is frozen and its input not augmented: each clip is encoded once per run.")
 
     eval_dataset = None
     if data_args.eval_labels is not None and (training_args.do_eval or training_args.eval_strategy != "no"):
@@ -121,7 +137,7 @@ def predict(model, processor, data_args: DataArguments, training_args, used_moda
     cells = evaluation_cells(model.config, [None, *data_args.eval_snrs], data_args.eval_tasks)
     decoding = {"num_beams": data_args.num_beams, "max_new_tokens": data_args.max_new_tokens}
     measured_on = measurement_record(
-        test_dataset, data_args.data_root, data_args.test_labels, "test", model.name_or_path or training_args.output_dir,
+        test_dataset, test_data_root(data_args), data_args.test_labels, "test", model.name_or_path or training_args.output_dir,
         decoding, noise_path=data_args.noise_path if data_args.eval_snrs else None, noise_seed=training_args.seed,
     )
     rows = evaluate_wer(
@@ -130,7 +146,7 @@ def predict(model, processor, data_args: DataArguments, training_args, used_moda
         output_dir=training_args.output_dir, measured_on=measured_on, **decoding,
     )
     markdown = write_report(rows, training_args.output_dir)
-    floor_file = Path(data_args.data_root) / "lip_reading_floor.json"
+    floor_file = Path(test_data_root(data_args)) / "lip_reading_floor.json"
     if floor_file.exists():
         floor = json.loads(floor_file.read_text())
         markdown += f"\nLip-reading floor of this corpus (best possible VSR WER from the visemes): {floor['wer_percent']:.1f} %\n"

@@ -25,6 +25,10 @@ setup(
         "jiwer>=3.0",
         "evaluate>=0.4",
         "tqdm>=4.66",
+        # Long recordings: Silero VAD (its model ships in the package) finds the pauses to cut at; pysubs2 writes
+        # the SRT / VTT subtitles of `omni-avsr transcribe --subtitles`.
+        "silero-vad>=5.1",
+        "pysubs2>=1.7",
     ],
     extras_require={
         # Mouth cropping of face videos (omni_avsr.cropping): dlib's face detector and 68-point landmarks, offline.

@@ -4,6 +4,7 @@ import argparse
 import logging
 import os
 import sys
+from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
@@ -11,10 +12,12 @@ from tqdm.auto import tqdm
 from transformers import AutoModelForSpeechSeq2Seq, AutoProcessor
 from transformers.utils import logging as transformers_logging
 
+from . import long_form
 from .command_line import EXPECTED_ERRORS, report_error
 from .configuration_omni_avsr import TASK_MODALITIES, TASKS
 from .media import check_media_file
-from .pipeline_omni_avsr import AudioVisualSpeechRecognitionPipeline
+from .pipeline_omni_avsr import AudioVisualSpeechRecognitionPipeline, media_in_file
+from .subtitles import SUBTITLE_FORMATS, write_subtitles
 from .transcription_results import TranscriptionResults
 
 
@@ -35,9 +38,14 @@ Compression rates (--audio-rate, --video-rate):
   are accepted (the paper's models: audio 4 or 16, video 2 or 5); the default is each modality's finest.
 
 Input: .mp4 videos (the audio comes from a sibling .wav with the same name, as in LRS2/LRS3, or from the
-video's own audio track) or audio files (.wav, .flac, ...) of up to 30 s. Face videos (frames larger than
+video's own audio track) or audio files (.wav, .flac, ...), of any length. Face videos (frames larger than
 128×128) are cropped to the speaker's mouth first, which needs pip install 'omni-avsr[crop]'; mouth crops
-(e.g. auto-avsr's 96×96) are read as they are."""
+(e.g. auto-avsr's 96×96) are read as they are.
+
+Long files: a file longer than 30 s (one clip of the model) is cut at pauses (voice-activity detection) into
+segments of at most 16 s (--chunk-length), which are transcribed in batches of --batch-size; the file is read a
+segment at a time, so memory does not grow with its length. --subtitles srt|vtt writes FILE.srt / FILE.vtt with
+the segments' times (for any file)."""
 
 CROP_DESCRIPTION = """\
 Crop the speaker's mouth out of a face video: OUT is a 96×96, 25 fps mouth video (RGB, H.264) and, when the
@@ -51,14 +59,19 @@ examples:
   omni-avsr transcribe clips/*.mp4 --model ./Omni-AVSR-ST --task avsr --audio-rate 4 --video-rate 2 \\
       --batch-size 8 --output results.jsonl
 
+  omni-avsr transcribe lecture.mp4 --model ./Omni-AVSR-ST --subtitles srt --output results.jsonl
+
 One file prints its transcript; several print one "path<TAB>transcript" line each. A file that cannot be
-transcribed is reported on stderr and the others go on; the exit status is then 1.
+transcribed is reported on stderr and the others go on; the exit status is then 1. The progress bar counts
+seconds of media.
 
 --output RESULTS.jsonl also writes one JSON line per file (path, text, task, rates, options), appended and
 flushed as each finishes. Lines already in the file are kept: a rerun into the same file transcribes only the
 files that have no line made with the same options, so rerunning an interrupted command finishes it. The
 output may not be one of the inputs (nor a video's sibling .wav), and an existing file that is not such a
-results file is refused, never overwritten."""
+results file is refused, never overwritten. A long file also gets a line per segment as soon as the segment is
+done, so an interrupted long file resumes at its last finished segment; its own line, with its "chunks" (segment
+times and texts), follows when it is done. Subtitles are written next to --output (else next to the file)."""
 
 
 class OneLineErrorParser(argparse.ArgumentParser):
@@ -94,6 +107,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="append one JSON line per file to this path; a rerun keeps its lines and skips the files already in it",
     )
     option("--device", help="cpu, cuda, cuda:1, ... (default: the first GPU if any, else cpu)")
+    option(
+        "--subtitles", action="append", choices=SUBTITLE_FORMATS, metavar="FORMAT",
+        help="also write FILE.srt or FILE.vtt with each segment's times (srt or vtt; may be given twice)",
+    )
+    option(
+        "--chunk-length", type=float, metavar="SECONDS",
+        help="longest segment a long file is cut into, 1 to 30 (default: 16, the length the model was trained on)",
+    )
     crop = commands.add_parser("crop", help="crop the mouth out of a face video", description=CROP_DESCRIPTION)
     crop.add_argument("input", metavar="IN.mp4", help="face video")
     crop.add_argument("output", metavar="OUT.mp4", help="mouth video to write (its .wav is written beside it)")
@@ -116,6 +137,9 @@ def transcribe(args: argparse.Namespace) -> int:
     for path in args.files:
         check_media_file(path)
     results = TranscriptionResults(args.output, args.files) if args.output else None
+    subtitle_paths = _subtitle_paths(args.files, args.subtitles or [], args.output)
+    if args.chunk_length is not None:
+        long_form.segment_seconds(args.chunk_length)
     device = _check_device(args.device)
     args.model = os.path.expanduser(args.model)
     model, processor = _load_model_and_processor(args.model)
@@ -125,6 +149,8 @@ def transcribe(args: argparse.Namespace) -> int:
     options = {"num_beams": args.num_beams, "max_new_tokens": args.max_new_tokens, "task": args.task}
     rates = {"audio": args.audio_rate, "video": args.video_rate}
     options.update({f"{modality}_rate": rate for modality, rate in rates.items()})
+    if args.chunk_length is not None:
+        options["chunk_length_s"] = args.chunk_length
     # What a results line records as the request, and what decides whether a rerun skips the file.
     requested = {"model": os.path.realpath(args.model) if _is_local_path(args.model) else args.model, **options}
     pending = [path for path in args.files if results is None or not results.is_done(path, requested)]
@@ -141,16 +167,26 @@ def transcribe(args: argparse.Namespace) -> int:
     for modality, rate in rates.items():
         if rate is not None:
             model.config.check_rate(modality, rate)
+    seconds = {path: _announced_seconds(path) for path in pending}
+    # Long files, and every file when subtitles are asked for, go one at a time through the long-form path.
+    segmented = {path for path in pending if subtitle_paths or long_form.is_long(seconds[path])}
+    progress = _MediaProgress(sum(seconds.values()))
     failed = 0
     try:
-        progress = tqdm(total=len(pending), desc="Transcribing", unit="file", disable=None)
-        for path, result, error in _transcribe_each(transcriber, pending, call_options, args.batch_size):
-            progress.update()
+        for path, result, error in _transcribe_files(
+            transcriber, pending, segmented, call_options, args.batch_size, results, requested, progress
+        ):
+            progress.file_done(path, seconds[path])
             if error is not None:
                 failed += 1
                 progress.write(f"omni-avsr: error: {path}: {' '.join(str(error).split())}", file=sys.stderr)
                 continue
+            for chunk in result.get("chunks", ()):
+                if "note" in chunk:
+                    progress.write(f"omni-avsr: warning: {path}: {chunk['note']}", file=sys.stderr)
             progress.write(result["text"] if len(args.files) == 1 else f"{path}\t{result['text']}", file=sys.stdout)
+            for subtitle_format, subtitle_path in subtitle_paths.get(path, {}).items():
+                write_subtitles(result["chunks"], subtitle_path, subtitle_format)
             if results is not None:
                 used_rates = {
                     f"{modality}_rate": model.config.check_rate(modality, rate)
@@ -159,12 +195,90 @@ def transcribe(args: argparse.Namespace) -> int:
                     for modality, rate in rates.items()
                 }
                 record = {"path": path, "text": result["text"], "task": result["task"], **used_rates}
+                if "chunks" in result:
+                    record["chunks"] = result["chunks"]
                 results.append({**record, "options": requested})
         progress.close()
     finally:
         if results is not None:
             results.close()
     return failed
+
+
+class _MediaProgress(tqdm):
+    """The command's progress bar, in seconds of media: a long file moves it segment by segment."""
+
+    def __init__(self, total_seconds: float):
+        super().__init__(
+            total=round(total_seconds, 1), desc="Transcribing", unit="s", disable=None,
+            bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s of media [{elapsed}<{remaining}]",
+        )
+        self.seconds_done: dict[str, float] = {}
+
+    def segment_done(self, path: str, end: float) -> None:
+        start = self.seconds_done.get(path, 0.0)
+        self.seconds_done[path] = max(start, end)
+        self.update(max(0.0, end - start))
+
+    def file_done(self, path: str, seconds: float) -> None:
+        self.update(max(0.0, seconds - self.seconds_done.pop(path, 0.0)))
+
+
+def _transcribe_files(transcriber, paths, segmented, options, batch_size, results, requested, progress):
+    """Yield `(path, result, error)` per file, in order: runs of clips in batches, long files one at a time, each
+    finished segment saved to the results file at once (so that an interrupted long file resumes there)."""
+
+    def save_segment(source, chunk):
+        progress.segment_done(source, chunk["timestamp"][1])
+        if results is not None:
+            results.append({"path": source, "chunk": chunk, "options": requested})
+
+    clips = []
+    for path in paths:
+        if path not in segmented:
+            clips.append(path)
+            continue
+        yield from _transcribe_each(transcriber, clips, options, batch_size)
+        clips = []
+        done = results.done_chunks(path, requested) if results is not None else {}
+        try:
+            result = transcriber(
+                path, return_timestamps=True, segment_callback=save_segment, done_chunks={path: done}, **options
+            )
+        except EXPECTED_ERRORS as error:
+            yield path, None, error
+        else:
+            yield path, result, None
+    yield from _transcribe_each(transcriber, clips, options, batch_size)
+
+
+def _announced_seconds(path: str) -> float:
+    """A file's duration as its container announces it (0 where it cannot be read: its error comes in its turn)."""
+    try:
+        return long_form.file_seconds(path, media_in_file(path)) or 0.0
+    except EXPECTED_ERRORS:
+        return 0.0
+
+
+def _subtitle_paths(files: list[str], formats: list[str], output: str | None) -> dict[str, dict[str, Path]]:
+    """Where each file's subtitles go: next to --output, else next to the file; refused when two files would write
+    the same subtitle file, or a subtitle file would be one of the inputs."""
+    paths, owners = {}, {}
+    inputs = {os.path.realpath(path) for path in files}
+    for path in files:
+        folder = Path(output).parent if output else Path(path).parent
+        for subtitle_format in dict.fromkeys(formats):
+            target = folder / f"{Path(path).stem}.{subtitle_format}"
+            key = os.path.realpath(target)
+            if key in inputs or key in owners:
+                clash = "is one of the inputs" if key in inputs else f"would also hold the subtitles of {owners[key]}"
+                raise ValueError(
+                    f"--subtitles: {target} {clash}; expected one subtitle file per input (rename the inputs or write "
+                    "them with separate commands). Nothing was written."
+                )
+            owners[key] = path
+            paths.setdefault(path, {})[subtitle_format] = target
+    return paths
 
 
 def _transcribe_each(transcriber, paths: list[str], options: dict, batch_size: int):

@@ -158,7 +158,8 @@ def _clip_too_long(name: str, max_seconds: float, seconds: float | None = None) 
     lasts = f"{seconds:.2f} s" if seconds is not None else f"more than {max_seconds:g} s"
     return _ClipTooLong(
         f"{name} lasts {lasts}; Omni-AVSR transcribes clips of up to {max_seconds:g} s (the Whisper encoder's "
-        "window). Split longer recordings into clips."
+        "window). Longer recordings go through the long-form path, which cuts them at pauses: the pipelines (any "
+        "length; return_timestamps=True for segment times) or `omni-avsr transcribe`."
     )
 
 

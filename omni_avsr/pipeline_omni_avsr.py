@@ -7,6 +7,7 @@ relative imports of flat modules and third-party imports.
 
 import logging
 import os
+from collections.abc import Iterator
 
 import av
 import numpy as np
@@ -17,10 +18,12 @@ from transformers.pipelines import PIPELINE_REGISTRY, AutomaticSpeechRecognition
 from transformers.pipelines.base import ChunkPipeline
 
 from .configuration_omni_avsr import TASK_MODALITIES
+from .long_form import array_segments, file_seconds, file_segments, is_long, merge_chunks, segment_seconds
 from .media import (
     AUDIO_EXTENSIONS,
     MAX_CLIP_SECONDS,
     SAMPLING_RATE,
+    VIDEO_FPS,
     align_audio_to_frames,
     check_clip_duration,
     check_media_file,
@@ -44,8 +47,13 @@ CUSTOM_PIPELINES = {
         "type": "multimodal",
     },
 }
-# Stock speech-recognition options that have no meaning for a model that transcribes whole clips (≤ 30 s) at once.
-UNSUPPORTED_OPTIONS = ("chunk_length_s", "stride_length_s", "return_timestamps", "return_language", "decoder_kwargs")
+# Stock speech-recognition options that have no meaning here: long recordings are cut at pauses without overlap (no
+# stride), the model has one language and no CTC decoder.
+UNSUPPORTED_OPTIONS = {
+    "stride_length_s": "long recordings are cut at pauses, without overlapping windows to stride over",
+    "return_language": "Omni-AVSR transcribes English only",
+    "decoder_kwargs": "Omni-AVSR decodes with generate(), not a CTC decoder",
+}
 
 
 def is_omni_avsr_model(model) -> bool:
@@ -69,6 +77,17 @@ class AudioVisualSpeechRecognitionPipeline(AutomaticSpeechRecognitionPipeline):
     what `model.generate` gives.
 
     Returns `{"text": transcript, "task": task used}` per input.
+
+    Long recordings: a file or arrays longer than one clip (`MAX_CLIP_SECONDS`) are cut at pauses into segments of at
+    most `chunk_length_s` (default: the processor's `segment_seconds`, the length of the clips the model was trained
+    on, 16 s where unrecorded; at most 30 s) and transcribed segment by
+    segment, in batches of `batch_size`, reading the file a segment at a time. `return_timestamps=True` (on any
+    input) adds transformers' `"chunks": [{"timestamp": (start_s, end_s), "text": ...}, ...]`, in order and not
+    overlapping; a chunk whose media had a fault carries a `"note"` (see `omni_avsr.long_form`). Two options serve
+    tools that save work as it is done (the `omni-avsr` command): `segment_callback(source, chunk)` is called with
+    each chunk as soon as its batch is decoded (`source`: the input's path, `None` for arrays), and `done_chunks`
+    (`{source: {long_form.chunk_key(timestamp): chunk}}`, what an interrupted run already transcribed) are not
+    transcribed again.
 
     It subclasses the stock speech-recognition pipeline for its call conventions; the stock CTC/Whisper decoding paths
     are all replaced.
@@ -105,24 +124,45 @@ class AudioVisualSpeechRecognitionPipeline(AutomaticSpeechRecognitionPipeline):
         self.tokenizer = processor.tokenizer
         self.feature_extractor = None
 
-    def _sanitize_parameters(self, task=None, audio_rate=None, video_rate=None, generate_kwargs=None, **kwargs):
-        for name in UNSUPPORTED_OPTIONS:
+    def _sanitize_parameters(
+        self,
+        task=None,
+        audio_rate=None,
+        video_rate=None,
+        generate_kwargs=None,
+        return_timestamps=None,
+        chunk_length_s=None,
+        segment_callback=None,
+        done_chunks=None,
+        **kwargs,
+    ):
+        for name, reason in UNSUPPORTED_OPTIONS.items():
             if kwargs.pop(name, None) is not None:
-                raise ValueError(
-                    f"`{name}` is not supported by Omni-AVSR pipelines: they transcribe whole clips of up to 30 s "
-                    "and give no timestamps. Split longer recordings into clips."
-                )
+                raise ValueError(f"`{name}` is not supported by Omni-AVSR pipelines: {reason}.")
+        if return_timestamps not in (None, True, False):
+            raise ValueError(
+                f"return_timestamps={return_timestamps!r}: expected True (segment times) or False; Omni-AVSR gives no "
+                "word timings."
+            )
         generate_kwargs = {**(generate_kwargs or {}), **kwargs}
         task = generate_kwargs.pop("task", task)
         audio_rate = generate_kwargs.pop("audio_rate", audio_rate)
         video_rate = generate_kwargs.pop("video_rate", video_rate)
-        preprocess_params, forward_params = {}, dict(generate_kwargs)
+        preprocess_params, forward_params, postprocess_params = {}, dict(generate_kwargs), {}
         if task is not None:
             preprocess_params["task"] = self._check_task(task)
         for modality, rate in (("audio", audio_rate), ("video", video_rate)):
             if rate is not None:
                 forward_params[f"{modality}_rate"] = self._check_rate(modality, rate)
-        return preprocess_params, forward_params, {}
+        if return_timestamps is not None:
+            preprocess_params["return_timestamps"] = postprocess_params["return_timestamps"] = return_timestamps
+        if chunk_length_s is not None:
+            preprocess_params["chunk_length_s"] = segment_seconds(chunk_length_s)
+        if segment_callback is not None:
+            forward_params["segment_callback"] = segment_callback
+        if done_chunks is not None:
+            preprocess_params["done_chunks"] = postprocess_params["done_chunks"] = done_chunks
+        return preprocess_params, forward_params, postprocess_params
 
     def _check_task(self, task: str) -> str:
         return self.model.config.check_task(task)
@@ -133,27 +173,34 @@ class AudioVisualSpeechRecognitionPipeline(AutomaticSpeechRecognitionPipeline):
     def _default_task(self, available: set[str], source: str) -> str:
         return self.model.config.default_task(available, source)
 
-    def preprocess(self, inputs, task=None):
-        if isinstance(inputs, (str, os.PathLike)):
-            item = self._read_file(os.fspath(inputs), task)
+    def preprocess(self, inputs, task=None, return_timestamps=False, chunk_length_s=None, done_chunks=None):
+        source = os.fspath(inputs) if isinstance(inputs, (str, os.PathLike)) else None
+        done = (done_chunks or {}).get(source)
+        long_form_options = {"timestamps": return_timestamps, "chunk_length_s": chunk_length_s, "done": done}
+        if source is not None:
+            yield from self._read_file(source, task, **long_form_options)
         elif isinstance(inputs, dict):
-            item = self._read_dict(inputs, task)
+            yield from self._read_dict(inputs, task, **long_form_options)
         else:
             raise ValueError(
                 f"The {AUDIO_VISUAL_TASK} pipeline takes a media file path or a dict with 'audio' (+ 'sampling_rate') "
                 f"and/or 'frames', got {type(inputs).__name__}."
             )
-        yield {"is_last": True, **item}
 
-    def _read_file(self, path: str, task: str | None) -> dict:
+    def _read_file(self, path: str, task: str | None, timestamps, chunk_length_s, done) -> Iterator[dict]:
         available = media_in_file(path)
         task = task or self._default_task(available, path)
         self._check_modalities(task, available, path)
         needs = TASK_MODALITIES[task]
+        if timestamps or chunk_length_s is not None or is_long(file_seconds(path, available)):
+            max_seconds = segment_seconds(chunk_length_s, self.processor.segment_seconds)
+            for item in file_segments(path, task, available, max_seconds, done):
+                yield self._segment_item(item, path)
+            return
         clip = load_clip(path, audio="audio" in needs, video="video" in needs)
-        return self._item(task, clip.audio, SAMPLING_RATE, clip.frames, audio_name=path, frames_name=path)
+        yield self._clip_item(task, clip.audio, SAMPLING_RATE, clip.frames, audio_name=path, frames_name=path)
 
-    def _read_dict(self, inputs: dict, task: str | None) -> dict:
+    def _read_dict(self, inputs: dict, task: str | None, timestamps, chunk_length_s, done) -> Iterator[dict]:
         unexpected = set(inputs) - {"audio", "sampling_rate", "frames"}
         if unexpected:
             raise ValueError(
@@ -169,16 +216,31 @@ class AudioVisualSpeechRecognitionPipeline(AutomaticSpeechRecognitionPipeline):
         task = task or self._default_task(available, "the input dict")
         self._check_modalities(task, available, "the input dict")
         needs = TASK_MODALITIES[task]
-        return self._item(
-            task,
-            _as_numpy(audio) if "audio" in needs else None,
-            inputs.get("sampling_rate"),
-            _as_numpy(frames) if "video" in needs else None,
-            audio_name="the input dict's 'audio'",
-            frames_name="the input dict's 'frames'",
+        audio = _as_numpy(audio) if "audio" in needs else None
+        frames = _as_numpy(frames) if "video" in needs else None
+        yield from self._media_items(
+            task, audio, inputs.get("sampling_rate"), frames, "the input dict's 'audio'", "the input dict's 'frames'",
+            timestamps, chunk_length_s, done,
         )
 
-    def _item(self, task, audio, sampling_rate, frames, audio_name: str, frames_name: str) -> dict:
+    def _media_items(
+        self, task, audio, sampling_rate, frames, audio_name, frames_name, timestamps, chunk_length_s, done
+    ) -> Iterator[dict]:
+        """The items of media given as arrays: one clip, or the segments of a long recording."""
+        if audio is not None:
+            audio = self.processor.prepare_audio(audio, sampling_rate, resample=True, name=audio_name)
+        seconds = len(audio) / SAMPLING_RATE if audio is not None else len(frames) / VIDEO_FPS
+        if timestamps or chunk_length_s is not None or is_long(seconds):
+            if frames is not None and audio is not None:
+                audio = align_audio_to_frames(audio, len(frames), audio_name)
+            max_seconds = segment_seconds(chunk_length_s, self.processor.segment_seconds)
+            segments = array_segments(audio, frames, task, max_seconds, done)
+            for item in segments:
+                yield self._segment_item(item, None)
+            return
+        yield self._clip_item(task, audio, SAMPLING_RATE, frames, audio_name, frames_name)
+
+    def _clip_item(self, task, audio, sampling_rate, frames, audio_name: str, frames_name: str) -> dict:
         """One input's media under the processor's per-clip rules (16 kHz mono audio, aligned to the frames), with
         errors that name the input; `_forward` batches them."""
         if frames is not None:
@@ -188,7 +250,21 @@ class AudioVisualSpeechRecognitionPipeline(AutomaticSpeechRecognitionPipeline):
             if frames is not None:
                 audio = align_audio_to_frames(audio, len(frames), audio_name)
             check_clip_duration(audio_name, len(audio) / SAMPLING_RATE)
-        return {"task": task, "audio": audio, "frames": frames}
+        return {
+            "task": task, "audio": audio, "frames": frames, "segment": None, "note": None, "source": None, "is_last": True,
+        }
+
+    def _segment_item(self, item: dict, source: str | None) -> dict:
+        """A long recording's segment under the same per-clip rules; its errors name the segment."""
+        if item["segment"] is None:
+            return item
+        start, end = item["segment"]
+        name = f"{source or 'the input'} from {start:.2f} s to {end:.2f} s"
+        if item["frames"] is not None:
+            self.processor.prepare_frames(item["frames"], name)
+        if item["audio"] is not None:
+            self.processor.prepare_audio(item["audio"], SAMPLING_RATE, name=name)
+        return item
 
     @staticmethod
     def _check_modalities(task: str, available: set[str], source: str) -> None:
@@ -200,16 +276,18 @@ class AudioVisualSpeechRecognitionPipeline(AutomaticSpeechRecognitionPipeline):
                 f"{' or '.join(kind[m] for m in missing)}; use a task its media allow or give the missing input."
             )
 
-    def _forward(self, model_inputs, audio_rate=None, video_rate=None, **generate_kwargs):
-        """Run the processor and `generate` once per group of clips that share a task."""
+    def _forward(self, model_inputs, audio_rate=None, video_rate=None, segment_callback=None, **generate_kwargs):
+        """Run the processor and `generate` once per group of clips that share a task (items without media, a long
+        recording's empty segments, get no tokens)."""
         batched = isinstance(model_inputs["task"], list)
         columns = {key: value if batched else [value] for key, value in model_inputs.items()}
         num_clips = len(columns["task"])
         generate_kwargs = self._prepare_generate_kwargs(generate_kwargs)
         groups = {}
         for index in range(num_clips):
-            groups.setdefault(columns["task"][index], []).append(index)
-        rows = [None] * num_clips
+            if columns["audio"][index] is not None or columns["frames"][index] is not None:
+                groups.setdefault(columns["task"][index], []).append(index)
+        rows = [torch.zeros(0, dtype=torch.long)] * num_clips
         for task, indices in groups.items():
             needs = TASK_MODALITIES[task]
             inputs = self.processor(
@@ -224,16 +302,30 @@ class AudioVisualSpeechRecognitionPipeline(AutomaticSpeechRecognitionPipeline):
             prompt_length = inputs["input_ids"].shape[1]
             for index, row in zip(indices, getattr(output, "sequences", output)):
                 rows[index] = row[prompt_length:]
-        tokens = torch.nn.utils.rnn.pad_sequence(rows, batch_first=True, padding_value=self.tokenizer.pad_token_id)
-        return {
-            "tokens": tokens,
-            "task": columns["task"] if batched else columns["task"][0],
-            "is_last": columns["is_last"] if batched else columns["is_last"][0],
+        texts = self.processor.decode_transcripts([row.tolist() for row in rows])
+        chunks = [
+            None if segment is None else _chunk(segment, text, note)
+            for segment, text, note in zip(columns["segment"], texts, columns["note"])
+        ]
+        if segment_callback is not None:
+            for source, chunk in zip(columns["source"], chunks):
+                if chunk is not None:
+                    segment_callback(source, chunk)
+        outputs = {
+            "text": texts, "chunk": chunks, "task": columns["task"], "source": columns["source"],
+            "is_last": columns["is_last"],
         }
+        return outputs if batched else {key: value[0] for key, value in outputs.items()}
 
-    def postprocess(self, model_outputs):
-        (output,) = model_outputs
-        return {"text": self.processor.decode_transcripts(output["tokens"])[0], "task": output["task"]}
+    def postprocess(self, model_outputs, return_timestamps=False, done_chunks=None):
+        done = (done_chunks or {}).get(model_outputs[0]["source"])
+        if len(model_outputs) == 1 and model_outputs[0]["chunk"] is None and not done and not return_timestamps:
+            return {"text": model_outputs[0]["text"], "task": model_outputs[0]["task"]}
+        text, chunks = merge_chunks(model_outputs, done)
+        result = {"text": text, "task": _main_task(model_outputs)}
+        if return_timestamps:
+            result["chunks"] = chunks
+        return result
 
     def save_pretrained(self, save_directory: str | os.PathLike, **kwargs):
         """Write a Hub-ready folder: config and safetensors weights, the processor, the custom model/processor code,
@@ -301,12 +393,14 @@ class OmniAVSRSpeechRecognitionPipeline(AudioVisualSpeechRecognitionPipeline):
             )
         return super()._check_task(task)
 
-    def preprocess(self, inputs, task="asr"):
-        if isinstance(inputs, (str, os.PathLike)):
-            name = os.fspath(inputs)
-            self._check_modalities(task, media_in_file(name), name)
-            audio, sampling_rate = load_audio(name, max_seconds=MAX_CLIP_SECONDS), SAMPLING_RATE
-        elif isinstance(inputs, dict):
+    def preprocess(self, inputs, task="asr", return_timestamps=False, chunk_length_s=None, done_chunks=None):
+        source = os.fspath(inputs) if isinstance(inputs, (str, os.PathLike)) else None
+        done = (done_chunks or {}).get(source)
+        long_form_options = {"timestamps": return_timestamps, "chunk_length_s": chunk_length_s, "done": done}
+        if source is not None:
+            yield from self._read_file(source, task, **long_form_options)
+            return
+        if isinstance(inputs, dict):
             audio, sampling_rate, key = _audio_from_dict(inputs)
             name = f"the input dict's {key!r}"
         elif isinstance(inputs, (np.ndarray, torch.Tensor)):
@@ -317,10 +411,12 @@ class OmniAVSRSpeechRecognitionPipeline(AudioVisualSpeechRecognitionPipeline):
                 "tensor), a dict with 'raw' (or 'array') and 'sampling_rate', or a local audio/video file path; got "
                 f"{type(inputs).__name__}."
             )
-        yield {"is_last": True, **self._item(task, audio, sampling_rate, None, audio_name=name, frames_name=name)}
+        yield from self._media_items(task, audio, sampling_rate, None, name, name, **long_form_options)
 
-    def postprocess(self, model_outputs):
-        return {"text": super().postprocess(model_outputs)["text"]}
+    def postprocess(self, model_outputs, **kwargs):
+        result = super().postprocess(model_outputs, **kwargs)
+        del result["task"]
+        return result
 
 
 def media_in_file(path: str) -> set[str]:
@@ -351,6 +447,19 @@ def _audio_from_dict(inputs: dict) -> tuple[np.ndarray, int, str]:
             f"keys {sorted(inputs)}."
         )
     return _as_numpy(inputs[keys[0]]), inputs["sampling_rate"], keys[0]
+
+
+def _chunk(segment: tuple[float, float], text: str, note: str | None) -> dict:
+    chunk = {"timestamp": (round(segment[0], 3), round(segment[1], 3)), "text": text}
+    if note:
+        chunk["note"] = note
+    return chunk
+
+
+def _main_task(outputs: list[dict]) -> str:
+    """The task of a recording: the one asked for, even where a segment fell back to another (its chunk says so)."""
+    tasks = [output["task"] for output in outputs]
+    return max(tasks, key=lambda task: (len(TASK_MODALITIES[task]), tasks.count(task)))
 
 
 def _as_numpy(array) -> np.ndarray:

@@ -26,6 +26,7 @@ from .configuration_omni_avsr import (
     pad_rows,
 )
 from .media import (
+    MAX_CLIP_SECONDS,
     SAMPLING_RATE,
     VIDEO_FPS,
     align_audio_to_frames,
@@ -33,6 +34,7 @@ from .media import (
     is_mouth_crop,
     not_a_mouth_crop_error,
 )
+from .segmentation import DEFAULT_SEGMENT_SECONDS, check_segment_seconds
 
 
 
@@ -76,6 +78,9 @@ class OmniAVSRProcessor(ProcessorMixin):
             copy of its config's), to validate a requested rate and default to the finest.
         tasks (`list[str]`, *optional*): the model's tasks (default: all).
         task_prompts (`dict[str, str]`, *optional*): the instruction after the media for each task (the model's).
+        segment_seconds (`float`, defaults to 16.0): the longest segment a long recording is cut into (the pipelines'
+            default `chunk_length_s`): the length of the clips the model was trained on, which the training script
+            records here (LRS3's segments are at most 16 s).
     """
 
     valid_processor_kwargs = OmniAVSRProcessorKwargs
@@ -93,8 +98,10 @@ class OmniAVSRProcessor(ProcessorMixin):
         video_rates: list[int] | tuple[int, ...] = (2, 5),
         tasks: list[str] | tuple[str, ...] | None = None,
         task_prompts: dict[str, str] | None = None,
+        segment_seconds: float = DEFAULT_SEGMENT_SECONDS,
     ):
         _check_video_settings(video_crop_size, video_mean, video_std)
+        self.segment_seconds = check_segment_seconds(segment_seconds, MAX_CLIP_SECONDS)
         self.video_crop_size = video_crop_size
         self.video_mean = video_mean
         self.video_std = video_std

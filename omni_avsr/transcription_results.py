@@ -6,6 +6,9 @@ The rule (also in `omni-avsr transcribe --help` and the README):
 - lines already in the file are never rewritten or removed: a rerun into the same file keeps them and transcribes
   only the files that have no line made with the same options (model, task, rates, beams, tokens), so rerunning an
   interrupted command finishes it, and a run with other options adds its own lines;
+- a long file (transcribed a segment at a time) also gets a line per segment as soon as the segment is done,
+  `{"path", "chunk": {"timestamp", "text"}, "options"}`; a rerun transcribes only the segments that have none, and
+  the file's own line (with all its chunks) follows when the last one is done;
 - a file that fails gets no line (the rerun tries it again);
 - the output may not be one of the inputs or a file they read (a video's sibling `.wav`), and an existing file that
   is not such a results file is refused, never written into.
@@ -17,6 +20,7 @@ import sys
 from pathlib import Path
 
 from .command_line import check_output_file
+from .long_form import chunk_key
 from .media import AUDIO_EXTENSIONS
 
 
@@ -30,6 +34,7 @@ class TranscriptionResults:
         self.path = check_output_file(path, "--output")
         _refuse_if_read_by_inputs(self.path, inputs)
         self._done = set()
+        self._chunks: dict[tuple, dict] = {}
         self._file = None
         self._newline_first = False  # the file ends with a record but no newline (edited by hand)
         if self.path.exists():
@@ -48,7 +53,7 @@ class TranscriptionResults:
                     "not one of its JSON records); expected a new file or an earlier results file. Nothing was written."
                 )
             if record is not None:
-                self._done.add(_key(record["path"], record.get("options")))
+                self._remember(record)
         if last.strip():
             if _parse_record(last) is None:
                 # A write interrupted mid-line: not a result; its file is transcribed again.
@@ -66,15 +71,27 @@ class TranscriptionResults:
         """Whether the file already has a line made with these options (then it is not transcribed again)."""
         return _key(path, options) in self._done
 
+    def done_chunks(self, path: str, options: dict) -> dict:
+        """The segments of a long file already transcribed with these options, keyed by `long_form.chunk_key`."""
+        return dict(self._chunks.get(_key(path, options), {}))
+
     def append(self, record: dict) -> None:
-        """Add one record (`path`, `text`, ..., `options`) and flush it to disk at once."""
+        """Add one record (`path`, `text` or `chunk`, ..., `options`) and flush it to disk at once."""
         if self._file is None:
             self._file = open(self.path, "a", encoding="utf-8")
             if self._newline_first:
                 self._file.write("\n")
         self._file.write(json.dumps(record) + "\n")
         self._file.flush()
-        self._done.add(_key(record["path"], record.get("options")))
+        self._remember(record)
+
+    def _remember(self, record: dict) -> None:
+        key = _key(record["path"], record.get("options"))
+        if "chunk" in record:
+            chunk = record["chunk"]
+            self._chunks.setdefault(key, {})[chunk_key(chunk["timestamp"])] = chunk
+        else:
+            self._done.add(key)
 
     def close(self) -> None:
         if self._file is not None:
@@ -87,9 +104,11 @@ def _parse_record(line: bytes) -> dict | None:
         record = json.loads(line)
     except ValueError:
         return None
-    if not isinstance(record, dict) or not isinstance(record.get("path"), str) or "text" not in record:
+    if not isinstance(record, dict) or not isinstance(record.get("path"), str):
         return None
-    return record
+    chunk = record.get("chunk")
+    is_chunk = isinstance(chunk, dict) and isinstance(chunk.get("text"), str) and len(chunk.get("timestamp", ())) == 2
+    return record if "text" in record or is_chunk else None
 
 
 def _key(path: str, options: dict | None) -> tuple:

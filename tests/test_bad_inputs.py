@@ -477,17 +477,9 @@ CASES = {
         lambda ws: _transcribe_input(AUDIO_VISUAL, str(ws.root)), IsADirectoryError,
         ("{root} is a folder; expected a media file",),
     ),
-    "pipeline: an audio file longer than the window": Case(
-        lambda ws: _transcribe_input(SPEECH, str(ws.wav("long.wav", seconds=31.5))), ValueError,
-        ("{root}/long.wav lasts 31.50 s", "clips of up to 30 s"),
-    ),
-    "pipeline: a waveform longer than the window": Case(
-        lambda ws: _transcribe_input(SPEECH, np.zeros(31 * 16000, np.float32)), ValueError,
-        ("the input waveform lasts 31.00 s", "clips of up to 30 s"),
-    ),
-    "pipeline: frames longer than the window": Case(
-        lambda ws: _transcribe_input(AUDIO_VISUAL, {"frames": np.zeros((760, 96, 96), np.uint8)}), ValueError,
-        ("the input dict's 'frames' lasts 30.40 s", "clips of up to 30 s"),
+    "pipeline: a segment length past the window": Case(
+        lambda ws: _transcribe_input(SPEECH, str(ws.wav("long.wav", seconds=31.5)), chunk_length_s=45), ValueError,
+        ("chunk_length_s=45: expected a length in seconds from 1 to 30", "the longest clip the model reads"),
     ),
     "pipeline: NaN in a dict's audio": Case(
         lambda ws: _transcribe_input(AUDIO_VISUAL, _clip_dict(audio=_waveforms(np.nan)[1][:25600])), ValueError,
@@ -522,7 +514,7 @@ CASES = {
     ),
     "media: a silent video longer than the window": Case(
         lambda ws: partial(load_clip, write_video(ws.root / "long.mp4", num_frames=800, size=16), audio=False), ValueError,
-        ("{root}/long.mp4 lasts 32.00 s", "clips of up to 30 s", "Split longer recordings"),
+        ("{root}/long.mp4 lasts 32.00 s", "clips of up to 30 s", "Longer recordings go through the long-form path"),
     ),
     "media: an audio file longer than the window": Case(
         lambda ws: partial(load_clip, ws.wav("long.wav", seconds=31.5)), ValueError,

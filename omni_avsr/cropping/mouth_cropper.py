@@ -111,8 +111,24 @@ class MouthCropper:
             )
         tracked = _interpolate(found, detected)
         smoothed = _smooth(tracked, self.config.smoothing_window)
+        return self.crop(frames, tracked, smoothed, detected, source)
+
+    def crop(
+        self,
+        frames: np.ndarray,
+        tracked: np.ndarray,
+        smoothed: np.ndarray,
+        detected: np.ndarray,
+        source: str,
+        first_index: int = 0,
+    ) -> MouthCrops:
+        """Warp each frame into its crop, given its landmarks and their smoothed version (the last step of
+        `__call__`, shared with `StreamingMouthCropper`); `first_index` numbers the frames in errors."""
         transforms = np.stack(
-            [self._crop_transform(*points, source, index) for index, points in enumerate(zip(smoothed, tracked))]
+            [
+                self._crop_transform(*points, source, first_index + index)
+                for index, points in enumerate(zip(smoothed, tracked))
+            ]
         )
         size = (self.config.crop_size, self.config.crop_size)
         crops = np.stack(
@@ -121,7 +137,9 @@ class MouthCropper:
                 for frame, transform in zip(frames, transforms)
             ]
         )
-        return MouthCrops(frames=crops, landmarks=tracked, detected=detected, transforms=transforms.astype(np.float32))
+        return MouthCrops(
+            frames=crops, landmarks=tracked.astype(np.float32), detected=detected, transforms=transforms.astype(np.float32)
+        )
 
     def _crop_transform(self, smoothed: np.ndarray, points: np.ndarray, source: str, index: int) -> np.ndarray:
         """The map from frame pixels to crop pixels: onto the reference face as the smoothed landmarks fit it, then

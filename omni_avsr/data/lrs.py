@@ -17,7 +17,8 @@ from typing import Callable
 import numpy as np
 from datasets import Dataset, concatenate_datasets
 
-from ..media import load_clip
+from ..media import align_audio_to_frames, load_audio, load_clip
+from .frame_cache import FrameCache
 
 
 MODALITIES = ("audio", "video")
@@ -31,6 +32,8 @@ class LRSTransform:
     depend on batch order or DataLoader workers; call `set_epoch` (or `set_augmentation_epoch(dataset, epoch)`)
     before each epoch. Workers copy the transform when their iterator starts, so with `persistent_workers=True`
     the epoch set later does not reach them.
+
+    With a `frame_cache` (see `use_frame_cache`), frames are read from it instead of being decoded again.
     """
 
     def __init__(
@@ -47,6 +50,7 @@ class LRSTransform:
         self.augmentation = augmentation
         self.seed = seed
         self.grayscale = grayscale
+        self.frame_cache: FrameCache | None = None
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -55,12 +59,7 @@ class LRSTransform:
     def __call__(self, batch: dict[str, list]) -> dict[str, list]:
         audios, videos = [], []
         for path, dataset_name, rel_path in zip(batch["path"], batch["dataset_name"], batch["rel_path"]):
-            # No length limit here: `max_clip_frames` bounds the clips a table holds.
-            clip = load_clip(
-                path, audio="audio" in self.modalities, video="video" in self.modalities, grayscale=self.grayscale,
-                max_seconds=None,
-            )
-            audio, frames = clip.audio, clip.frames
+            audio, frames = self._load(path)
             if self.augmentation is not None:
                 clip_id = zlib.crc32(f"{dataset_name}/{rel_path}".encode())
                 rng = np.random.default_rng((self.seed, self.epoch, clip_id))
@@ -68,6 +67,20 @@ class LRSTransform:
             audios.append(audio)
             videos.append(frames)
         return {**batch, "audio": audios, "frames": videos}
+
+    def _load(self, path: str) -> tuple[np.ndarray | None, np.ndarray | None]:
+        if self.frame_cache is not None and "video" in self.modalities:
+            frames = np.array(self.frame_cache.frames(path))  # a writable copy: augmentation and tensors need one
+            audio = None
+            if "audio" in self.modalities:
+                audio = align_audio_to_frames(load_audio(path), len(frames), path)
+            return audio, frames
+        # No length limit here: `max_clip_frames` bounds the clips a table holds.
+        clip = load_clip(
+            path, audio="audio" in self.modalities, video="video" in self.modalities, grayscale=self.grayscale,
+            max_seconds=None,
+        )
+        return clip.audio, clip.frames
 
 
 def load_lrs_dataset(
@@ -154,12 +167,31 @@ def concatenate_lrs_datasets(datasets: list[Dataset]) -> Dataset:
     return combined
 
 
+def use_frame_cache(
+    dataset: Dataset, cache_dir: str | os.PathLike, *, workers: int = 1, progress: bool = True
+) -> FrameCache:
+    """Decode the frames of every clip of a dataset made by `load_lrs_dataset` once into a `FrameCache` under
+    `cache_dir` (or open the one already there) and read them from it from now on."""
+    transform = _lrs_transform(dataset)
+    if "video" not in transform.modalities:
+        raise ValueError("This dataset decodes no video, so a frame cache has nothing to hold.")
+    paths = dataset.with_format(None)["path"]
+    transform.frame_cache = FrameCache.open_or_build(
+        cache_dir, paths, grayscale=transform.grayscale, workers=workers, progress=progress
+    )
+    return transform.frame_cache
+
+
 def set_augmentation_epoch(dataset: Dataset, epoch: int) -> None:
     """Set the epoch that seeds the augmentation of a dataset made by `load_lrs_dataset`."""
+    _lrs_transform(dataset).set_epoch(epoch)
+
+
+def _lrs_transform(dataset: Dataset) -> LRSTransform:
     transform = dataset.format["format_kwargs"].get("transform")
     if not isinstance(transform, LRSTransform):
         raise ValueError("The dataset has no LRSTransform; was it made by load_lrs_dataset?")
-    transform.set_epoch(epoch)
+    return transform
 
 
 def _read_label_lines(label_csv: Path) -> Iterator[tuple[int, list[str]]]:

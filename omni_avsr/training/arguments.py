@@ -101,11 +101,26 @@ class DataArguments:
     train_labels: list[str] = field(default_factory=list, metadata={"help": "Training label CSVs (names in ROOT/labels)."})
     eval_labels: str | None = field(default=None, metadata={"help": "Validation label CSV (loss during training)."})
     test_labels: str | None = field(default=None, metadata={"help": "Test label CSV (WER tables with --do_predict)."})
+    test_data_root: str | None = field(
+        default=None,
+        metadata={"help": "Corpus root of --test_labels when it is not --data_root (e.g. a model trained on a larger "
+        "corpus, tested on the demo's split)."},
+    )
     max_frames_per_batch: int = field(default=1500, metadata={"help": "Cap on video frames per training batch."})
     max_clips_per_batch: int | None = field(default=None, metadata={"help": "Optional cap on clips per batch."})
     max_clip_frames: int | None = field(default=None, metadata={"help": "Drop clips longer than this (frames)."})
     max_test_samples: int | None = field(default=None, metadata={"help": "Evaluate on the first N test clips only."})
     augment: bool = field(default=True, metadata={"help": "Reference augmentation (noise, time masks, random crop)."})
+    augment_video: bool = field(
+        default=True,
+        metadata={"help": "With --augment, also augment the lip video (random crop, time masks). Off, each clip's "
+        "frames stay fixed, so a frozen video encoder without LoRA encodes each clip once per run."},
+    )
+    frame_cache_dir: str | None = field(
+        default=None,
+        metadata={"help": "Decode each clip's lip frames once into a memory-mapped cache in this folder, reused by "
+        "every epoch and later runs (a changed media file gets a new cache; the folder can be deleted any time)."},
+    )
     noise_path: str | None = field(
         default=None, metadata={"help": "Babble-noise wav for training augmentation and noisy evaluation."}
     )
@@ -196,6 +211,10 @@ class LipReaderArguments:
 
     video_encoder: str = field(
         default=None, metadata={"help": "AVHubertVideoConfig .json (random init) or AVHubertVideoModel folder."}
+    )
+    model_name_or_path: str | None = field(
+        default=None,
+        metadata={"help": "A trained lip reader (AVHubertForCTC folder with its tokenizer) to evaluate or fine-tune."},
     )
     tokenizer_vocab_size: int = field(default=256, metadata={"help": "Size of the BPE fitted to the training texts."})
 

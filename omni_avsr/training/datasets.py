@@ -5,8 +5,11 @@ import logging
 import transformers
 from transformers import TrainingArguments, set_seed
 
+from ..command_line import available_cpus
 from ..data.augment import AudioVisualAugmentation
-from ..data.lrs import concatenate_lrs_datasets, load_lrs_dataset
+from ..data.lrs import concatenate_lrs_datasets, load_lrs_dataset, use_frame_cache
+from ..media import MAX_CLIP_SECONDS, VIDEO_FPS
+from ..segmentation import MIN_SEGMENT_SECONDS
 from .arguments import DataArguments
 
 
@@ -25,8 +28,11 @@ def load_train_dataset(data_args: DataArguments, modalities: tuple[str, ...], se
         raise ValueError("--do_train needs --train_labels (label CSVs under ROOT/labels).")
     augmentation = None
     if data_args.augment:
-        augmentation = AudioVisualAugmentation(noise_path=data_args.noise_path, snr_levels=data_args.snr_levels())
-    return concatenate_lrs_datasets(
+        video_options = {} if data_args.augment_video else {"crop_size": None, "video_mask_window": 0}
+        augmentation = AudioVisualAugmentation(
+            noise_path=data_args.noise_path, snr_levels=data_args.snr_levels(), **video_options
+        )
+    dataset = concatenate_lrs_datasets(
         [
             load_lrs_dataset(
                 data_args.data_root, labels, modalities=modalities, max_clip_frames=data_args.max_clip_frames,
@@ -35,13 +41,37 @@ def load_train_dataset(data_args: DataArguments, modalities: tuple[str, ...], se
             for labels in data_args.train_labels
         ]
     )
+    return with_frame_cache(dataset, data_args, modalities)
 
 
 def load_test_dataset(data_args: DataArguments, modalities: tuple[str, ...]):
     """The --test_labels table, cut to --max_test_samples clips when given."""
     if data_args.test_labels is None:
         raise ValueError("--do_predict needs --test_labels.")
-    dataset = load_lrs_dataset(data_args.data_root, data_args.test_labels, modalities=modalities)
+    dataset = load_lrs_dataset(test_data_root(data_args), data_args.test_labels, modalities=modalities)
     if data_args.max_test_samples is not None:
         dataset = dataset.select(range(min(data_args.max_test_samples, len(dataset))))
+    return with_frame_cache(dataset, data_args, modalities)
+
+
+def training_segment_seconds(dataset) -> float:
+    """The duration of a table's longest clip (within the segment lengths the pipelines accept): what a model trained
+    on it reads at once, which the processor records as the longest segment a long recording is cut into."""
+    seconds = max(dataset.with_format(None)["num_frames"]) / VIDEO_FPS
+    return min(max(seconds, MIN_SEGMENT_SECONDS), MAX_CLIP_SECONDS)
+
+
+def video_is_augmented(data_args: DataArguments) -> bool:
+    return data_args.augment and data_args.augment_video
+
+
+def test_data_root(data_args: DataArguments) -> str:
+    """The corpus root of the test labels: --test_data_root, else --data_root."""
+    return data_args.test_data_root or data_args.data_root
+
+
+def with_frame_cache(dataset, data_args: DataArguments, modalities: tuple[str, ...]):
+    """The dataset reading its frames from the --frame_cache_dir cache (built first when needed)."""
+    if data_args.frame_cache_dir is not None and "video" in modalities:
+        use_frame_cache(dataset, data_args.frame_cache_dir, workers=available_cpus())
     return dataset
