@@ -1,11 +1,12 @@
 #!/usr/bin/env python
 """Train an AV-HuBERT video encoder as a CTC lip reader, the starting point Omni-AVSR expects for its video path.
 
-The paper's video encoder is AV-HuBERT already fine-tuned for lip reading on LRS3; a from-scratch encoder (the demo's,
-on Mini-LRS) gets the same head start here before `run_speech_recognition.py` joins it to the LLM:
+The paper's video encoder is AV-HuBERT already fine-tuned for lip reading on LRS3; the demo's video encoder gets the
+same head start here, trained on Mini-LRS, before `run_speech_recognition.py` joins it to the LLM (`make lip-reader`
+runs this recipe and ships the result as `pretrained/mini_lrs_lip_reader`):
 
-    python run_lip_reading_ctc.py recipes/demo/lip_reader.json
-    python run_speech_recognition.py recipes/demo_omni_avsr_st.json   # --video_encoder points at the output folder
+    python run_lip_reading_ctc.py recipes/lip_reader/pretrain.json
+    python run_speech_recognition.py recipes/demo/asr_warmup.json   # --video_encoder points at the lip reader
 
 With --do_train the encoder and a linear CTC head over a BPE vocabulary fitted to the training texts are trained with
 the `Trainer` (frame-budget batches, augmentation, resumable checkpoints); the folder written holds an
@@ -18,6 +19,7 @@ reader is evaluated on another corpus with `--model_name_or_path FOLDER --do_pre
 import json
 import logging
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -25,6 +27,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import TrainerCallback, WhisperFeatureExtractor
 
+from omni_avsr.command_line import write_text_atomically
 from omni_avsr.configuration_avhubert import AVHubertVideoConfig
 from omni_avsr.data.collator import OmniAVSRDataCollator
 from omni_avsr.modeling_avhubert import AVHubertForCTC
@@ -36,7 +39,7 @@ from omni_avsr.training.arguments import (
     parse_recipe_and_flags,
 )
 from omni_avsr.training.checkpoints import checkpoint_to_resume
-from omni_avsr.training.datasets import load_test_dataset, load_train_dataset, start_run
+from omni_avsr.training.datasets import load_test_dataset, load_train_dataset, start_run, test_data_root
 from omni_avsr.training.evaluation import word_error_rate
 from omni_avsr.training.tokenizer import train_bpe_tokenizer
 from omni_avsr.training.trainer import OmniAVSRTrainer
@@ -46,6 +49,7 @@ logger = logging.getLogger(__name__)
 
 
 CURVE_FILE = "lip_reading_curve.jsonl"
+ARGUMENTS_FILE = "run_arguments.json"  # every argument of the training run, for the model card
 
 
 def build_lip_reader(model_args: LipReaderArguments, training_texts: list[str] | None, resume_folder: str | None):
@@ -77,17 +81,20 @@ def build_lip_reader(model_args: LipReaderArguments, training_texts: list[str] |
 def lip_reading_wer(
     model: AVHubertForCTC, processor: OmniAVSRProcessor, dataset, batch_size: int, progress: bool = True
 ) -> dict:
-    """Greedy CTC decoding of `dataset`; its WER and a few transcripts."""
+    """Greedy CTC decoding of `dataset`: its WER and every clip's transcript."""
     model.eval()
     loader = DataLoader(dataset, batch_size=batch_size, collate_fn=OmniAVSRDataCollator(processor))
     hypotheses = []
     for batch in tqdm(loader, desc="lip reading", disable=not progress):
         logits = model(batch["pixel_values_videos"], video_mask=batch["video_mask"]).logits
         hypotheses += processor.tokenizer.batch_decode(model.greedy_decode(logits, batch["video_mask"]))
-    references = dataset.with_format(None)["text"]
-    wer, num_words = word_error_rate(references, hypotheses)
-    examples = [{"reference": ref, "hypothesis": hyp} for ref, hyp in zip(references[:5], hypotheses[:5])]
-    return {"wer": wer, "num_words": num_words, "examples": examples}
+    table = dataset.with_format(None)
+    transcripts = [
+        {"clip": clip, "reference": reference, "hypothesis": hypothesis}
+        for clip, reference, hypothesis in zip(table["rel_path"], table["text"], hypotheses)
+    ]
+    wer, num_words = word_error_rate(table["text"], hypotheses)
+    return {"wer": wer, "num_words": num_words, "num_clips": len(transcripts), "transcripts": transcripts}
 
 
 class LipReadingCurve(TrainerCallback):
@@ -153,11 +160,16 @@ def main():
         callbacks=callbacks,
     )
     if training_args.do_train:
+        if trainer.is_world_process_zero():
+            arguments = {**asdict(model_args), **asdict(data_args), **training_args.to_dict()}
+            Path(training_args.output_dir).mkdir(parents=True, exist_ok=True)
+            write_text_atomically(Path(training_args.output_dir, ARGUMENTS_FILE), json.dumps(arguments, indent=1))
         result = trainer.train(resume_from_checkpoint=checkpoint)
         trainer.save_final_model(result)
 
     if training_args.do_predict and trainer.is_world_process_zero():
         results = lip_reading_wer(trainer.model, processor, test_dataset, data_args.decode_batch_size)
+        results = {"data_root": test_data_root(data_args), "test_labels": data_args.test_labels, **results}
         Path(training_args.output_dir, "lip_reading_results.json").write_text(json.dumps(results, indent=2))
         print(f"CTC lip reading, greedy: WER {results['wer']:.1f} % on {results['num_words']} words")
 

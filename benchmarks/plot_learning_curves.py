@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Learning curves of finished training runs: every logged loss against steps and against wall time.
 
-    python benchmarks/plot_learning_curves.py outputs/demo/lip_reader outputs/demo/asr_warmup \
+    python benchmarks/plot_learning_curves.py outputs/lip_reader/model outputs/demo/asr_warmup \
         outputs/demo/omni_avsr_st --output docs/demo_learning_curves.png
 
 Each folder is a `Trainer` output folder (its `trainer_state.json` holds the log history and `train_results.json`

@@ -10,6 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from omni_avsr.data.mini_lrs import main as mini_lrs_main
+from omni_avsr.training import lip_reader_card
+
+
 REPO = Path(__file__).resolve().parents[1]
 TINY_COMPONENTS = {
     "audio_encoder.json": {
@@ -150,8 +154,9 @@ def test_two_process_ddp_ends_with_identical_weights(mini_corpus, tmp_path):
 
 
 def test_lip_reader_trains_and_becomes_the_video_encoder(mini_corpus, tmp_path):
-    """run_lip_reading_ctc.py lowers the CTC loss, writes its test WER, and run_speech_recognition.py takes the folder
-    as --video_encoder (the demo's two stages)."""
+    """run_lip_reading_ctc.py lowers the CTC loss, records its test WER at every checkpoint and at the end, evaluates
+    a trained folder on another corpus, is packaged with its card, and run_speech_recognition.py takes the folder as
+    --video_encoder (the demo's pretrained video encoder)."""
     lip_reader_dir = tmp_path / "lip_reader"
     lip_reader_recipe = tmp_path / "lip_reader.json"
     lip_reader_recipe.write_text(
@@ -160,8 +165,9 @@ def test_lip_reader_trains_and_becomes_the_video_encoder(mini_corpus, tmp_path):
                 "video_encoder": str(_recipe(tmp_path, mini_corpus).parent / "components" / "video_encoder.json"),
                 "tokenizer_vocab_size": 64, "data_root": str(mini_corpus), "train_labels": ["mini_lrs_train.csv"],
                 "test_labels": "mini_lrs_test.csv", "max_frames_per_batch": 300, "learning_rate": 3e-3,
-                "logging_steps": 1, "report_to": "none", "max_steps": 12, "seed": 0, "do_train": True,
-                "do_predict": True, "output_dir": str(lip_reader_dir),
+                "logging_steps": 1, "report_to": "none", "max_steps": 12, "save_steps": 6, "seed": 0,
+                "frame_cache_dir": str(tmp_path / "frame_cache"), "do_train": True, "do_predict": True,
+                "output_dir": str(lip_reader_dir),
             }
         )
     )
@@ -170,10 +176,37 @@ def test_lip_reader_trains_and_becomes_the_video_encoder(mini_corpus, tmp_path):
     first, last = [losses[step] for step in (1, 2)], [losses[step] for step in range(9, 13)]
     assert sum(last) / len(last) < 0.85 * sum(first) / len(first), losses
     results = json.loads((lip_reader_dir / "lip_reading_results.json").read_text())
-    assert results["num_words"] > 0 and results["wer"] >= 0 and len(results["examples"]) == 5
+    assert results["num_words"] > 0 and results["wer"] >= 0 and results["num_clips"] == len(results["transcripts"]) == 8
     assert "CTC lip reading, greedy: WER" in completed.stdout
+    curve = [json.loads(line) for line in (lip_reader_dir / "lip_reading_curve.jsonl").read_text().splitlines()]
+    assert [point["step"] for point in curve] == [6, 12] and curve[-1]["wer"] == round(results["wer"], 2)
+    assert 0 < curve[0]["seconds"] < curve[1]["seconds"]
+    assert json.loads((lip_reader_dir / "run_arguments.json").read_text())["max_steps"] == 12
 
-    _run(_recipe(tmp_path, mini_corpus, video_encoder=str(lip_reader_dir), max_steps=1))
+    # A trained folder evaluated on its own: the same transcripts; on held-out speakers, then packaged with its card.
+    evaluation = tmp_path / "evaluation"
+    _run(
+        "--model_name_or_path", lip_reader_dir, "--data_root", mini_corpus, "--test_labels", "mini_lrs_test.csv",
+        "--do_predict", "--report_to", "none", "--output_dir", evaluation, script="run_lip_reading_ctc.py",
+    )
+    again = json.loads((evaluation / "lip_reading_results.json").read_text())
+    assert again["transcripts"] == results["transcripts"] and again["data_root"] == str(mini_corpus)
+    with pytest.raises(ValueError, match="include speakers the lip reader was trained on"):
+        lip_reader_card.package(lip_reader_dir, evaluation, tmp_path / "shipped", "the test's command")
+    heldout_corpus, heldout = tmp_path / "heldout_corpus", tmp_path / "heldout"
+    mini_lrs_main(["--output-dir", str(heldout_corpus), "--num-train", "0", "--num-test", "4", "--num-speakers", "10",
+                   "--hold-out-speakers", "2", "--babble-seconds", "2", "--no-progress"])
+    _run(
+        "--model_name_or_path", lip_reader_dir, "--data_root", heldout_corpus, "--test_labels", "mini_lrs_test.csv",
+        "--do_predict", "--report_to", "none", "--output_dir", heldout, script="run_lip_reading_ctc.py",
+    )
+    record = lip_reader_card.package(lip_reader_dir, heldout, tmp_path / "shipped", "the test's command")
+    assert record["corpora"]["heldout"]["speakers"] == ["s09", "s10"] and record["training"]["steps"] == 12
+    assert record["wer"]["test"]["wer"] == round(results["wer"], 2) and record["curve"] == curve
+    card = (tmp_path / "shipped" / "README.md").read_text()
+    assert "the test's command" in card and f"{record['wer']['heldout']['wer']:.1f}" in card
+
+    _run(_recipe(tmp_path, mini_corpus, video_encoder=str(tmp_path / "shipped"), max_steps=1))
     assert (tmp_path / "run" / "model.safetensors").exists()
 
 
