@@ -3,6 +3,7 @@ encoders run once, the noise is added at the SNR asked for, uploads live in a fo
 the CLI's lines, and `--export-space` writes a Space that runs the same command."""
 
 import ast
+import os
 import sys
 
 import numpy as np
@@ -219,3 +220,35 @@ def test_app_command_without_gradio_names_the_extra(tmp_path, monkeypatch, capsy
     error = capsys.readouterr().err
     assert error.startswith("omni-avsr: error: omni-avsr app needs Gradio, the optional extra: pip install "
                             "'omni-avsr[app]'") and error.count("\n") == 1
+
+
+@pytest.fixture(scope="module")
+def model_dir(omni, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("app_model")
+    model, processor = omni
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder
+
+
+BAD_FILES = {
+    "not media": ("broken.mp4", lambda path: path.write_bytes(np.random.default_rng(0).bytes(4000))),
+    "no face": ("wall.mp4", lambda path: write_video(path, num_frames=10, size=160)),
+    "too long": ("long.wav", lambda path: soundfile.write(path, sine(31.0), 16000)),
+}
+
+
+@pytest.mark.parametrize("case", BAD_FILES)
+def test_bad_files_give_the_line_the_cli_prints_for_them(model_dir, tmp_path, capsys, case):
+    name, write = BAD_FILES[case]
+    path = tmp_path / "uploads" / name
+    path.parent.mkdir()
+    write(path)
+    assert main(["transcribe", str(path), "--model", str(model_dir)]) == 1
+    # The CLI prints `omni-avsr: error: PATH: MESSAGE`; the page shows MESSAGE with the file's own name.
+    printed = capsys.readouterr().err.strip().split(f"{path}: ", 1)[1].replace(f"{path.parent}{os.sep}", "")
+    video, audio = (None, str(path)) if path.suffix == ".wav" else (str(path), None)
+    with Workspace(root=tmp_path) as workspace:
+        with pytest.raises(ValueError) as error:
+            load_seen_clip(workspace.add_media(video, audio))
+        assert workspace.message(error.value) == printed
