@@ -14,7 +14,7 @@ from pathlib import Path
 from huggingface_hub.utils import validate_repo_id
 from packaging.requirements import Requirement
 
-from .app_media import MAX_EXAMPLES, examples_in
+from .app_media import examples_in
 from .command_line import prepare_output_dir
 
 
@@ -87,7 +87,7 @@ def export_space(
     argv = ["app", "--model", model_id, "--host", "0.0.0.0", "--port", "7860"]
     if clips:
         (directory / "examples").mkdir()
-        for clip in clips[:MAX_EXAMPLES]:
+        for clip in clips:
             _copy_example(clip, directory / "examples")
         argv += ["--examples", "examples"]
     if noise is not None:
