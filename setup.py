@@ -39,7 +39,10 @@ setup(
         "scale": ["deepspeed>=0.16"],
         # The frozen LM in 4-bit / 8-bit (ModelArguments.quantize_language_model); bitsandbytes >= 0.45 also runs on CPU.
         "quantization": ["bitsandbytes>=0.45"],
-        "dev": ["pytest>=8", "pytest-xdist>=3.5", "ctranslate2>=4.0"],
+        # The web page to try a model (`omni-avsr app`, omni_avsr/app.py).
+        "app": ["gradio>=5.0"],
+        # selenium drives a headless Chromium in the web app's tests.
+        "dev": ["pytest>=8", "pytest-xdist>=3.5", "ctranslate2>=4.0", "selenium>=4.20"],
     },
     entry_points={"console_scripts": ["omni-avsr=omni_avsr.cli:main"]},
 )

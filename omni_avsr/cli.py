@@ -53,6 +53,12 @@ input has audio, OUT's .wav beside it (16 kHz mono): the layout of auto-avsr's p
 as the recipes read them. The face is found in every frame (the largest one; frames without a face are
 interpolated), aligned to a reference face and cropped around the mouth. Needs pip install 'omni-avsr[crop]'."""
 
+APP_DESCRIPTION = """\
+Serve a web page (Gradio: pip install 'omni-avsr[app]') to try a model: upload or record a video or audio clip,
+see the mouth crops the model reads, transcribe it at every task × compression rate in one click with each cell's
+cost, and add babble or white noise to the audio. --export-space DIR writes a Hugging Face Space folder that serves
+the same page with --model loaded from the Hub."""
+
 TRANSCRIBE_EXAMPLES = """\
 examples:
   omni-avsr transcribe clip.mp4 --model ./Omni-AVSR-ST
@@ -118,6 +124,16 @@ def build_parser() -> argparse.ArgumentParser:
     crop = commands.add_parser("crop", help="crop the mouth out of a face video", description=CROP_DESCRIPTION)
     crop.add_argument("input", metavar="IN.mp4", help="face video")
     crop.add_argument("output", metavar="OUT.mp4", help="mouth video to write (its .wav is written beside it)")
+    app = commands.add_parser("app", help="serve a web page to try a model", description=APP_DESCRIPTION)
+    option = app.add_argument
+    option("--model", required=True, metavar="DIR_OR_ID", help="model folder or Hugging Face Hub id")
+    option("--host", default="127.0.0.1", help="address to serve on (default: 127.0.0.1, this machine only)")
+    option("--port", type=positive_int, default=7860, help="port to serve on (default: 7860)")
+    option("--examples", metavar="DIR", help="folder of example clips (default: the model's evaluation corpus)")
+    option("--noise", metavar="FILE", help="babble noise for the noise slider (default: the evaluation's)")
+    option("--device", help="cpu, cuda, cuda:1, ... (default: the first GPU if any, else cpu)")
+    option("--max-upload-mb", type=positive_int, default=100, metavar="MB", help="largest upload (default: 100)")
+    option("--export-space", metavar="DIR", help="write a Hugging Face Space folder serving --model (a Hub id) instead")
     return parser
 
 
@@ -374,6 +390,24 @@ def crop(args: argparse.Namespace) -> None:
     print(f"Wrote {written}: {total} mouth frames, the face found in {found}{interpolated}.")
 
 
+def app(args: argparse.Namespace) -> None:
+    if args.export_space is not None:
+        from .app_space import export_space
+
+        export_space(args.export_space, args.model, examples=args.examples, noise=args.noise)
+        print(f"Wrote a Hugging Face Space for {args.model} into {args.export_space}.")
+        return
+    device = _check_device(args.device)
+    from .app import serve  # Gradio, the optional `app` extra: imported only by this command
+
+    name = os.path.expanduser(args.model)
+    model, processor = _load_model_and_processor(name)
+    serve(
+        model, processor, name, host=args.host, port=args.port, examples=args.examples, noise=args.noise,
+        device=device, max_upload_mb=args.max_upload_mb,
+    )
+
+
 def _is_local_path(name: str) -> bool:
     """Whether `--model` can only mean a local folder (a Hub id is `name` or `org/name`)."""
     return os.path.isabs(name) or name.startswith(".") or os.path.exists(name)
@@ -386,6 +420,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "crop":
             crop(args)
+            return 0
+        if args.command == "app":
+            app(args)
             return 0
         failed = transcribe(args)
     except EXPECTED_ERRORS as error:

@@ -15,6 +15,12 @@ import torch
 BENCHMARKS_DIR = Path(__file__).resolve().parents[1] / "benchmarks"
 
 CASES = {
+    "bench_app": (
+        ["--size", "tiny", "--seconds", "1", "--new-tokens", "2", "--repeats", "1"],
+        ["model", "clip", "cells", "same_transcripts", "one_click_s", "one_by_one_s", "one_click_from_file_s",
+         "one_by_one_from_file_s", "one_by_one_over_one_click", "one_by_one_over_one_click_from_file",
+         "one_click_encoder_s", "one_click_cell_s", "config", "machine"],
+    ),
     "bench_training": (
         ["--size", "tiny", "--seconds", "1", "--rounds", "1", "--variants", "fp32", "--variant-repeats", "1"],
         ["omni_step_s", "mtsk_step_s", "separate_step_s", "omni_over_mtsk", "omni_over_separate", "peak_rss_mb",
@@ -81,6 +87,8 @@ def test_benchmark_prints_documented_json(script, monkeypatch, capsys):
         for measured in report["measured_on_cpu"]:
             assert measured["flops_counted_over_measured"] == 1.0, measured
             assert measured["peak_counted_over_measured"] == pytest.approx(1.0, abs=0.02), measured
+    if script == "bench_app":
+        assert report["same_transcripts"] and len(report["one_click_cell_s"]) == 8
     if script == "bench_training":
         assert report["llm_passes_per_batch"] == {"omni": 3, "mtsk": 8, "separate": 3}
         assert report["llm_calls_per_batch"] == {"omni": 1, "mtsk": 8, "separate": 3}

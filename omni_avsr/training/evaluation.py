@@ -142,23 +142,10 @@ def evaluate_wer(
                     add_noise(waveform, noise, snr_db, np.random.default_rng((seed, batch_index * batch_size + i)))
                     for i, waveform in enumerate(audio)
                 ]
-            inputs = processor(audio=audio, videos=clips["frames"], sampling_rate=processor.feature_extractor.sampling_rate)
-            inputs = inputs.to(model.device)
-            encoded = model.model.encode_media(
-                **media_inputs(inputs),
-                modalities={modality for cell in condition for modality in TASK_MODALITIES[cell.task]},
-            )
+            modalities = {modality for cell in condition for modality in TASK_MODALITIES[cell.task]}
+            encoded = encode_clips(model, processor, audio, clips["frames"], modalities)
             for cell in condition:
-                rates = {"audio": cell.audio_rate, "video": cell.video_rate}
-                features = {
-                    f"{modality}_features": model.model.project_media(modality, *encoded[modality], rates[modality])
-                    for modality in TASK_MODALITIES[cell.task]
-                }
-                inputs_embeds, attention_mask = model.prompt_embeddings(cell.task, **features)
-                tokens = model.generate(
-                    inputs_embeds=inputs_embeds, attention_mask=attention_mask, task=cell.task, **generate_kwargs
-                )
-                hypotheses[cell] += processor.decode_transcripts(tokens)
+                hypotheses[cell] += decode_cell(model, processor, encoded, cell, **generate_kwargs)
         for cell in condition:
             wer, num_words = word_error_rate(references, hypotheses[cell])
             row = {**asdict(cell), "wer": round(wer, 3), "num_words": num_words}
@@ -167,6 +154,29 @@ def evaluate_wer(
             results_path.parent.mkdir(parents=True, exist_ok=True)
             write_text_atomically(results_path, json.dumps(rows, indent=1))
     return rows
+
+
+def encode_clips(model, processor, audio: list | None, frames: list | None, modalities) -> dict:
+    """Run a batch of clips through the processor and the encoders of `modalities` once: what `decode_cell` decodes
+    at any task and rates (the WER grid, the web app's grid of every task × rate)."""
+    inputs = processor(
+        audio=audio if "audio" in modalities else None,
+        videos=frames if "video" in modalities else None,
+        sampling_rate=processor.feature_extractor.sampling_rate,
+    )
+    return model.model.encode_media(**media_inputs(inputs.to(model.device)), modalities=modalities)
+
+
+def decode_cell(model, processor, encoded: dict, cell: EvaluationCell, **generate_kwargs) -> list[str]:
+    """The transcripts of a cell's task at its rates, from media `encode_clips` encoded (compress, project, decode)."""
+    rates = {"audio": cell.audio_rate, "video": cell.video_rate}
+    features = {
+        f"{modality}_features": model.model.project_media(modality, *encoded[modality], rates[modality])
+        for modality in TASK_MODALITIES[cell.task]
+    }
+    inputs_embeds, attention_mask = model.prompt_embeddings(cell.task, **features)
+    tokens = model.generate(inputs_embeds=inputs_embeds, attention_mask=attention_mask, task=cell.task, **generate_kwargs)
+    return processor.decode_transcripts(tokens)
 
 
 def _collate_rows(rows: list[dict]) -> dict[str, list]:
