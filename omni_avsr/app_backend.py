@@ -5,23 +5,18 @@ import os
 import time
 from dataclasses import dataclass
 
-import av
 import numpy as np
 import pandas as pd
-import soundfile
 import torch
 
 from .app_media import MAX_UPLOAD_MB, NoiseMixer, SeenClip, Workspace
 from .configuration_omni_avsr import TASK_MODALITIES
-from .media import AUDIO_EXTENSIONS, MAX_CLIP_SECONDS
-from .pipeline_omni_avsr import UNSUPPORTED_OPTIONS, AudioVisualSpeechRecognitionPipeline
+from .long_form import file_seconds, is_long
+from .pipeline_omni_avsr import AudioVisualSpeechRecognitionPipeline, media_in_file
 from .training.evaluation import EvaluationCell, decode_cell, encode_clips, evaluation_cells, word_error_rate
 
 
-# Long-form transcription (files past one clip, cut at pauses, with timestamps) is on when the pipelines accept
-# `return_timestamps`; until then a long file goes the clip's way and is refused with the CLI's message.
-LONG_FORM = "return_timestamps" not in UNSUPPORTED_OPTIONS
-MAX_LONG_FORM_SECONDS = 600.0
+MAX_LONG_FORM_SECONDS = 600.0  # the page's limit for a long file: ten minutes of CPU decoding is a long wait
 TOKENS_COLUMN = "LLM media tokens / s"
 LATENCY_COLUMN = "decode (ms)"
 
@@ -68,8 +63,8 @@ def transcribe_grid(
 
 
 def needs_long_form(path: str | os.PathLike) -> bool:
-    """Whether a file is longer than one clip and the pipelines can transcribe it in chunks."""
-    return LONG_FORM and announced_seconds(path) > MAX_CLIP_SECONDS
+    """Whether a file is longer than one clip, so that the pipelines transcribe it in segments."""
+    return is_long(announced_seconds(path))
 
 
 def transcribe_long_form(recognizer, path: str | os.PathLike) -> dict:
@@ -87,17 +82,7 @@ def transcribe_long_form(recognizer, path: str | os.PathLike) -> dict:
 def announced_seconds(path: str | os.PathLike) -> float:
     """The duration a file's header announces, without decoding it (0 when it announces none)."""
     path = os.fspath(path)
-    if path.lower().endswith(AUDIO_EXTENSIONS):
-        try:
-            info = soundfile.info(path)
-            return info.frames / info.samplerate
-        except soundfile.SoundFileError:
-            pass
-    try:
-        with av.open(path) as container:
-            return container.duration / av.time_base if container.duration is not None else 0.0
-    except av.error.FFmpegError as error:
-        raise ValueError(f"Could not read {path} as a media file: {error}") from error
+    return file_seconds(path, media_in_file(path)) or 0.0
 
 
 class AppBackend:
@@ -131,8 +116,7 @@ class AppBackend:
         return [cell.label for cell in self.cells]
 
     def workspace(self) -> Workspace:
-        max_seconds = MAX_LONG_FORM_SECONDS if LONG_FORM else MAX_CLIP_SECONDS
-        return Workspace(self.max_upload_mb, max_seconds, root=self.workdir)
+        return Workspace(self.max_upload_mb, MAX_LONG_FORM_SECONDS, root=self.workdir)
 
     def hear(self, clip: SeenClip, noise: str, snr_db: float) -> SeenClip:
         """The clip with `noise` added to its audio at `snr_db` (video unchanged)."""

@@ -21,13 +21,11 @@ from .configuration_omni_avsr import TASK_MODALITIES
 from .long_form import array_segments, file_seconds, file_segments, is_long, merge_chunks, segment_seconds
 from .media import (
     AUDIO_EXTENSIONS,
-    MAX_CLIP_SECONDS,
     SAMPLING_RATE,
     VIDEO_FPS,
     align_audio_to_frames,
     check_clip_duration,
     check_media_file,
-    load_audio,
     load_clip,
 )
 

@@ -127,7 +127,8 @@ def test_uploads_live_in_a_folder_removed_afterwards_and_errors_name_the_users_f
             load_clip(workspace.add_media(None, str(media / "babble.wav")), max_seconds=1.0)
         assert workspace.message(error.value) == (
             "babble.wav lasts 3.00 s; Omni-AVSR transcribes clips of up to 1 s (the Whisper encoder's window). "
-            "Split longer recordings into clips."
+            "Longer recordings go through the long-form path, which cuts them at pauses: the pipelines (any length; "
+            "return_timestamps=True for segment times) or `omni-avsr transcribe`."
         )
     assert list(tmp_path.iterdir()) == []
     with Workspace(max_upload_mb=0.01, root=tmp_path) as workspace:
@@ -137,18 +138,15 @@ def test_uploads_live_in_a_folder_removed_afterwards_and_errors_name_the_users_f
             workspace.add_media(None, None)
 
 
-def test_long_form_shows_the_chunks_when_the_pipeline_has_it(backend, media, monkeypatch, tmp_path):
+def test_a_long_file_shows_its_chunks(backend, media, monkeypatch, tmp_path):
     long_file = tmp_path / "long.wav"
     soundfile.write(long_file, sine(31.0), 16000)
-    assert not app_backend.needs_long_form(long_file)  # the pipelines refuse `return_timestamps` today
-
     calls = []
 
     def long_form(path, **options):
         calls.append((path, options))
         return {"text": "a b", "chunks": [{"timestamp": (0.0, 12.5), "text": "a"}, {"timestamp": (12.5, 31.0), "text": "b"}]}
 
-    monkeypatch.setattr(app_backend, "LONG_FORM", True)
     monkeypatch.setattr(backend, "recognizer", long_form)
     assert app_backend.needs_long_form(long_file) and not app_backend.needs_long_form(media / "clip.mp4")
     table = backend.transcribe_long_form(long_file)
@@ -234,7 +232,6 @@ def model_dir(omni, tmp_path_factory):
 BAD_FILES = {
     "not media": ("broken.mp4", lambda path: path.write_bytes(np.random.default_rng(0).bytes(4000))),
     "no face": ("wall.mp4", lambda path: write_video(path, num_frames=10, size=160)),
-    "too long": ("long.wav", lambda path: soundfile.write(path, sine(31.0), 16000)),
 }
 
 

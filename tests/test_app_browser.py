@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile
-from test_media import sine, write_video
+from test_media import write_video
 from tiny_models import randomize_lora, tiny_model, tiny_processor
 
 from omni_avsr import AudioVisualSpeechRecognitionPipeline, load_clip
@@ -61,13 +61,14 @@ def model_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def media(tmp_path_factory):
-    """`clip.mp4` (2 s of mouth crops with AAC audio), `babble.wav`, `broken.mp4` (not media) and a 31 s `long.wav`."""
+    """`clip.mp4` (2 s of mouth crops with AAC audio), `babble.wav`, `broken.mp4` (not media) and `wall.mp4` (a face
+    video's size, without a face)."""
     directory = tmp_path_factory.mktemp("app_browser_media")
     rng = np.random.default_rng(0)
     write_video(directory / "clip.mp4", num_frames=50, audio=rng.standard_normal((1, 50 * 640)).astype(np.float32) * 0.1)
     soundfile.write(directory / "babble.wav", rng.standard_normal(16000 * 3).astype(np.float32) * 0.1, 16000)
     (directory / "broken.mp4").write_bytes(rng.bytes(4000))
-    soundfile.write(directory / "long.wav", sine(31.0), 16000)
+    write_video(directory / "wall.mp4", num_frames=10, size=160)
     return directory
 
 
@@ -216,7 +217,7 @@ def test_page_transcribes_every_task_and_rate_and_the_noise_slider_reaches_the_m
 
 def test_bad_files_show_the_clis_one_line_message_and_the_server_stays_up(server, browser, model_dir, media, capsys):
     url, _ = server
-    for component, name in (("video-input", "broken.mp4"), ("audio-input", "long.wav")):
+    for component, name in (("video-input", "broken.mp4"), ("video-input", "wall.mp4")):
         assert main(["transcribe", str(media / name), "--model", str(model_dir)]) == 1
         printed = capsys.readouterr().err.strip()
         # The CLI prints `omni-avsr: error: PATH: MESSAGE`; the page shows MESSAGE, naming the file without its folder.
@@ -225,7 +226,7 @@ def test_bad_files_show_the_clis_one_line_message_and_the_server_stays_up(server
         upload(browser, component, media / name)
         browser.find_element(By.CSS_SELECTOR, "#run").click()
         wait_for_error(browser, message)
-    assert "long.wav lasts 31.00 s; Omni-AVSR transcribes clips of up to 30 s" in message
+    assert "No face found in any of the 10 frames of wall.mp4" in message
 
     open_page(browser, url)
     upload(browser, "video-input", media / "clip.mp4")
