@@ -132,3 +132,26 @@ def test_learning_curves_read_every_task_loss(tmp_path):
     assert curves["losses"] == {
         "asr_loss": [1.0, 0.8], "avsr_loss": [1.5, 1.2], "loss": [5.0, 4.0], "vsr_loss": [2.0, 1.8]
     }
+
+
+def test_bench_lip_reader_times_every_configuration(mini_corpus, monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["bench_lip_reader", "--data-root", str(mini_corpus), "--steps", "1"])
+    importlib.import_module("bench_lip_reader").main()
+    report = json.loads(capsys.readouterr().out)
+    assert len(report["runs"]) == 3 and report["clips"] == 24
+    for run in report["runs"].values():
+        assert {"frames_per_s", "data_ms_per_step", "model_ms_per_step", "data_share", "speedup"} <= set(run)
+        assert run["frames"] > 0
+
+
+def test_bench_long_form_measures_each_length_and_task(real_clip_path, tmp_path, monkeypatch, capsys):
+    pytest.importorskip("dlib", reason="the crop extra (pip install 'omni-avsr[crop]') is not installed")
+    arguments = ["--video", str(real_clip_path), "--minutes", "0.1", "0.2", "--tasks", "asr", "vsr",
+                 "--work-dir", str(tmp_path)]
+    monkeypatch.setattr(sys, "argv", ["bench_long_form", *arguments])
+    importlib.import_module("bench_long_form").main()
+    report = json.loads(capsys.readouterr().out)
+    assert [(run["minutes"], run["task"]) for run in report["runs"]] == [(0.1, "asr"), (0.1, "vsr"), (0.2, "asr"),
+                                                                          (0.2, "vsr")]
+    assert all(run["peak_rss_mb"] > 0 and run["chunks"] >= 1 for run in report["runs"])
+    assert set(report["summary"]) == {"asr", "vsr"} and "peak_rss_0.2min_over_0.1min" in report["summary"]["vsr"]
