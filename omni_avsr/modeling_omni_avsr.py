@@ -284,6 +284,13 @@ class OmniAVSRModel(OmniAVSRPreTrainedModel):
                     f"bins, {expected_frames}) ({expected_frames // 100} s, longer audio does not fit its window). Use "
                     "the processor, which pads every clip to the window and rejects longer ones."
                 )
+            mel_bins = self.config.audio_config.num_mel_bins
+            if input_features.shape[1] != mel_bins:
+                raise ValueError(
+                    f"input_features has {input_features.shape[1]} mel bins; this model's audio encoder reads "
+                    f"{mel_bins}. Expected the features of this model's processor (a feature extractor with "
+                    f"feature_size={mel_bins})."
+                )
             if input_features_mask is None:
                 raise ValueError(
                     "input_features_mask is required with input_features: it tells how much of the 30 s Whisper "

@@ -91,8 +91,10 @@ class AudioVisualSpeechRecognitionPipeline(AutomaticSpeechRecognitionPipeline):
                 "Omni-AVSR pipelines need the model's OmniAVSRProcessor: pass `processor=` or load the pipeline from a "
                 "folder or Hub repository that holds `processor_config.json`."
             )
-        # A folder whose config does not describe its weights would transcribe with random ones.
+        # A folder whose config does not describe its weights would transcribe with random ones, and a processor that
+        # is not the model's would pick rates and tasks the model refuses.
         model.check_weights_loaded()
+        processor.check_model(model.config, model.name_or_path or type(model).__name__)
         # The processor holds the tokenizer and the feature extractor `pipeline()` may also have loaded.
         kwargs.pop("tokenizer", None)
         kwargs.pop("feature_extractor", None)

@@ -118,6 +118,40 @@ class OmniAVSRProcessor(ProcessorMixin):
             **kwargs,
         )
 
+    def check_model(self, config, source: str) -> None:
+        """Refuse to serve a model (its `OmniAVSRConfig`) this processor does not describe: other rates or tasks (the
+        processor would default to a rate or task the model refuses, one the user never asked for), another number
+        of mel bins than the audio encoder reads, or other marker and placeholder ids. `source` names the folder."""
+        differences = []
+        for modality in ("audio", "video"):
+            ours, theirs = sorted(getattr(self, f"{modality}_rates")), sorted(config.rates(modality))
+            if config.has_modality(modality) and ours != theirs:
+                differences.append(f"{modality} rates {ours} (processor) vs {theirs} (model)")
+        if sorted(self.tasks) != sorted(config.tasks):
+            differences.append(f"tasks {self.tasks} (processor) vs {list(config.tasks)} (model)")
+        mel_bins = getattr(self.feature_extractor, "feature_size", None)
+        if config.has_modality("audio") and mel_bins != config.audio_config.num_mel_bins:
+            differences.append(f"{mel_bins} mel bins (processor) vs {config.audio_config.num_mel_bins} (audio encoder)")
+        if config.audio_token_id is not None:
+            tokens = self.sequence_tokens
+            ids = {
+                "<audio>": (tokens.audio_start, config.audio_start_token_id),
+                "</audio>": (tokens.audio_end, config.audio_end_token_id),
+                "<video>": (tokens.video_start, config.video_start_token_id),
+                "</video>": (tokens.video_end, config.video_end_token_id),
+                "<|AUDIO|>": (tokens.audio_placeholder, config.audio_token_id),
+                "<|VIDEO|>": (tokens.video_placeholder, config.video_token_id),
+            }
+            differences += [
+                f"{token} is id {ours} (processor) vs {theirs} (model)" for token, (ours, theirs) in ids.items() if ours != theirs
+            ]
+        if differences:
+            raise ValueError(
+                f"{source}: its processor (processor_config.json and tokenizer) and its model (config.json) disagree: "
+                f"{'; '.join(differences)}. Expected the processor saved with this model "
+                "(OmniAVSRProcessor.for_model(config, feature_extractor, tokenizer) makes one)."
+            )
+
     @staticmethod
     def prepare_tokenizer(tokenizer):
         """Add the Omni-AVSR markers, placeholders and a pad token when missing (in place); returns the tokenizer.

@@ -1,0 +1,69 @@
+"""Nothing lost, nothing silently wrong in the parts added since the first bad-input round (cropping, LRS preparation,
+assembly, tokenisation, variable frame rates): one test per failure found by feeding them bad input as a careless
+user would. The weak spots found beside them are rows of the table in test_bad_inputs.py."""
+
+import json
+import os
+from pathlib import Path
+
+from test_media import write_clip
+from test_training import TINY_COMPONENTS
+
+from omni_avsr.cli import main as omni_avsr
+from omni_avsr.training.arguments import ModelArguments
+from omni_avsr.training.assembly import build_model_and_processor
+
+
+_ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+
+
+def transcribe(*argv):
+    return omni_avsr(["transcribe", *map(str, argv)])
+
+
+def read_lines(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def components(folder: Path) -> dict[str, str]:
+    """The tiny component configs of the training tests, as files: what `--language_model` etc. name."""
+    folder.mkdir(exist_ok=True)
+    paths = {}
+    for name, config in TINY_COMPONENTS.items():
+        (folder / name).write_text(json.dumps(config))
+        paths[name.removesuffix(".json")] = str(folder / name)
+    return paths
+
+
+# 1. A newly assembled model is saved with its own rates and tasks, and its folder transcribes at them.
+
+
+def test_an_assembled_model_transcribes_its_own_folder_at_its_own_rates(tmp_path, capsys):
+    model_args = ModelArguments(
+        **components(tmp_path / "components"), audio_rates=[2, 8], video_rates=[3], tasks=["asr", "vsr"],
+        lora_rank=4, lora_alpha=8, video_lora_rank=4, video_lora_alpha=8, projector_hidden_size=32,
+    )
+    model, processor = build_model_and_processor(model_args, ["set blue at a one now", "bin red by z nine"])
+    assert (processor.audio_rates, processor.video_rates, processor.tasks) == ([2, 8], [3], ["asr", "vsr"])
+    model.generation_config.max_new_tokens = 2
+    folder = tmp_path / "model"
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+
+    clip = write_clip(tmp_path, "clip", num_frames=15)
+    output = tmp_path / "results.jsonl"
+    assert transcribe(clip, "--model", folder, "--output", output) == 0, capsys.readouterr().err
+    assert transcribe(clip, "--model", folder, "--task", "vsr", "--output", output) == 0, capsys.readouterr().err
+    records = [(record["task"], record["audio_rate"], record["video_rate"]) for record in read_lines(output)]
+    assert records == [("asr", 2, None), ("vsr", None, 3)]  # no avsr: the model was not trained for it
+
+    # A folder whose processor is not its model's is refused when it loads, naming what differs.
+    settings = json.loads((folder / "processor_config.json").read_text())
+    settings.update(audio_rates=[4, 16], tasks=["asr", "vsr", "avsr"])
+    (folder / "processor_config.json").write_text(json.dumps(settings))
+    capsys.readouterr()
+    assert transcribe(clip, "--model", folder) == 1
+    (error,) = capsys.readouterr().err.splitlines()
+    assert error.startswith(f"omni-avsr: error: {folder}: its processor (processor_config.json and tokenizer) and its "
+                            "model (config.json) disagree: audio rates [4, 16] (processor) vs [2, 8] (model); tasks "
+                            "['asr', 'vsr', 'avsr'] (processor) vs ['asr', 'vsr'] (model).")
