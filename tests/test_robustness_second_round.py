@@ -6,10 +6,15 @@ import json
 import os
 from pathlib import Path
 
-from test_media import write_clip
+import pytest
+import soundfile
+from test_media import sine, write_clip
 from test_training import TINY_COMPONENTS
 
+from omni_avsr import load_clip
 from omni_avsr.cli import main as omni_avsr
+from omni_avsr.data.mini_lrs_render import write_mp4
+from omni_avsr.pipeline_omni_avsr import media_in_file
 from omni_avsr.training.arguments import ModelArguments
 from omni_avsr.training.assembly import build_model_and_processor
 
@@ -67,3 +72,39 @@ def test_an_assembled_model_transcribes_its_own_folder_at_its_own_rates(tmp_path
     assert error.startswith(f"omni-avsr: error: {folder}: its processor (processor_config.json and tokenizer) and its "
                             "model (config.json) disagree: audio rates [4, 16] (processor) vs [2, 8] (model); tasks "
                             "['asr', 'vsr', 'avsr'] (processor) vs ['asr', 'vsr'] (model).")
+
+
+# 3 and 4. `omni-avsr crop` writes OUT and OUT's .wav: never over the input or its audio, never beside stale audio.
+
+
+@pytest.fixture(scope="module")
+def face_frames(real_clip_path):
+    """30 RGB frames of the real LRS3 face track (1.2 s): enough to crop, quick to crop."""
+    pytest.importorskip("dlib", reason="the crop extra (pip install 'omni-avsr[crop]') is not installed")
+    return load_clip(real_clip_path, audio=False, grayscale=False, crop_mouth=False).frames[:30]
+
+
+def test_crop_never_writes_over_its_input_or_the_audio_it_is_read_with(face_frames, tmp_path, capsys):
+    talk = tmp_path / "talk.mp4"
+    write_mp4(talk, face_frames)
+    soundfile.write(tmp_path / "talk.wav", sine(1.2), 16000)
+    before = {path: path.read_bytes() for path in tmp_path.iterdir()}
+    for output, overwritten in (("talk.mkv", "the input's audio"), ("talk.wav", "the input's audio"),
+                                ("talk.mp4", "the input")):
+        assert omni_avsr(["crop", str(talk), str(tmp_path / output)]) == 1
+        (error,) = capsys.readouterr().err.splitlines()
+        assert f"OUT {tmp_path / output} " in error and overwritten in error, error
+    assert {path: path.read_bytes() for path in tmp_path.iterdir()} == before
+
+
+def test_recropping_a_silent_video_onto_an_earlier_output_leaves_no_stale_audio(face_frames, tmp_path, capsys):
+    write_mp4(tmp_path / "talk.mp4", face_frames)
+    soundfile.write(tmp_path / "talk.wav", sine(1.2), 16000)
+    write_mp4(tmp_path / "silent.mp4", face_frames[::-1])
+    output = tmp_path / "out" / "mouth.mp4"
+    assert omni_avsr(["crop", str(tmp_path / "talk.mp4"), str(output)]) == 0
+    assert media_in_file(str(output)) == {"audio", "video"}  # the mouth video and its .wav
+    assert omni_avsr(["crop", str(tmp_path / "silent.mp4"), str(output)]) == 0
+    assert not output.with_suffix(".wav").exists()
+    assert media_in_file(str(output)) == {"video"}  # transcribe reads the new video alone
+    assert sorted(path.name for path in output.parent.iterdir()) == ["mouth.mp4"]  # no temporary files either
