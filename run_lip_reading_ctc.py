@@ -15,6 +15,7 @@ decoded greedily and its WER written to lip_reading_results.json.
 
 import json
 import logging
+import sys
 from pathlib import Path
 
 import torch
@@ -22,6 +23,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import WhisperFeatureExtractor
 
+from omni_avsr.command_line import run_script
 from omni_avsr.configuration_avhubert import AVHubertVideoConfig
 from omni_avsr.data.collator import OmniAVSRDataCollator
 from omni_avsr.modeling_avhubert import AVHubertForCTC
@@ -33,7 +35,7 @@ from omni_avsr.training.arguments import (
     parse_recipe_and_flags,
 )
 from omni_avsr.training.checkpoints import checkpoint_to_resume
-from omni_avsr.training.datasets import load_test_dataset, load_train_dataset, start_run
+from omni_avsr.training.datasets import check_label_texts, load_test_dataset, load_train_dataset, start_run
 from omni_avsr.training.evaluation import word_error_rate
 from omni_avsr.training.tokenizer import train_bpe_tokenizer
 from omni_avsr.training.trainer import OmniAVSRTrainer
@@ -90,6 +92,8 @@ def main():
     model, processor = build_lip_reader(
         model_args, training_texts, checkpoint if training_args.do_train else training_args.output_dir
     )
+    if training_args.do_train:
+        check_label_texts(processor, data_args, data_args.train_labels)
 
     trainer = OmniAVSRTrainer(
         model=model,
@@ -112,4 +116,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_script(main, "run_lip_reading_ctc.py"))

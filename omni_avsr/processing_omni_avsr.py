@@ -295,8 +295,9 @@ class OmniAVSRProcessor(ProcessorMixin):
         rows = self.sequence_tokens.batch_prompt_ids(task, counts, self._prompt_ids(prompt, batch_size))
         row_labels = [[IGNORE_INDEX] * len(row) for row in rows]
         if texts is not None:
-            for index, text in enumerate(texts):
-                transcript = self.tokenizer(text, add_special_tokens=False)["input_ids"] + [self.tokenizer.eos_token_id]
+            transcripts = self.transcript_ids(texts, [f"text[{index}]" for index in range(len(texts))])
+            for index, ids in enumerate(transcripts):
+                transcript = ids + [self.tokenizer.eos_token_id]
                 rows[index] = rows[index] + transcript
                 row_labels[index] = row_labels[index] + transcript
         input_ids, attention_mask = pad_rows(rows, self.tokenizer.pad_token_id, padding_side)
@@ -445,8 +446,40 @@ class OmniAVSRProcessor(ProcessorMixin):
 
     def _transcript_labels(self, texts: list[str]) -> np.ndarray:
         eos_id = self.tokenizer.eos_token_id
-        ids = [self.tokenizer(text, add_special_tokens=False)["input_ids"] + [eos_id] for text in texts]
+        names = [f"text[{index}]" for index in range(len(texts))]
+        ids = [row + [eos_id] for row in self.transcript_ids(texts, names)]
         return pad_rows(ids, IGNORE_INDEX, "right")[0].numpy()
+
+    def transcript_ids(self, texts: list[str], names: list[str]) -> list[list[int]]:
+        """The token ids of each transcript (no special tokens). A transcript with characters the tokenizer cannot
+        represent is refused, naming it (`names`, e.g. a label file and line) and them: they would become its unknown
+        token, and labels full of `<unk>` train a model that writes nothing useful. Byte-level tokenizers (Llama 3,
+        Qwen2, SmolLM2) represent every text; small vocabularies (a BPE fitted to lower-case transcripts) do not."""
+        rows = self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+        unknown_id = self.tokenizer.unk_token_id
+        if unknown_id is not None:
+            for row, text, name in zip(rows, texts, names):
+                if unknown_id in row:
+                    raise self._unrepresentable_text_error(text, name)
+        return rows
+
+    def _unrepresentable_text_error(self, text: str, name: str) -> ValueError:
+        unknown_id = self.tokenizer.unk_token_id
+        characters = sorted(
+            {character for character in text if unknown_id in self.tokenizer(character, add_special_tokens=False)["input_ids"]}
+        )
+        lowered = text.lower()
+        hint = ""
+        if lowered != text and unknown_id not in self.tokenizer(lowered, add_special_tokens=False)["input_ids"]:
+            hint = (
+                " Lower-cased, as the recipe's transcripts are, it can be (the training scripts' --lowercase_text "
+                "lower-cases every transcript)."
+            )
+        return ValueError(
+            f"{name} ({text[:60]!r}) has characters this tokenizer cannot represent: "
+            f"{', '.join(repr(character) for character in characters) or 'some'}; they would become "
+            f"{self.tokenizer.unk_token}. Expected text in the tokenizer's alphabet.{hint}"
+        )
 
     def decode_transcripts(self, sequences) -> list[str]:
         """Transcripts from generated ids (only the new tokens): special tokens dropped, surrounding spaces stripped."""

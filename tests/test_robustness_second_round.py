@@ -4,19 +4,24 @@ user would. The weak spots found beside them are rows of the table in test_bad_i
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import soundfile
+from test_cli import model_dir  # noqa: F401 (fixture)
 from test_media import sine, write_clip
-from test_training import TINY_COMPONENTS
+from test_training import REPO, TINY_COMPONENTS
+from tiny_models import tiny_processor
 
 from omni_avsr import load_clip
 from omni_avsr.cli import main as omni_avsr
 from omni_avsr.data.mini_lrs_render import write_mp4
 from omni_avsr.pipeline_omni_avsr import media_in_file
-from omni_avsr.training.arguments import ModelArguments
+from omni_avsr.training.arguments import DataArguments, ModelArguments
 from omni_avsr.training.assembly import build_model_and_processor
+from omni_avsr.training.datasets import check_label_texts
 
 
 _ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
@@ -72,6 +77,47 @@ def test_an_assembled_model_transcribes_its_own_folder_at_its_own_rates(tmp_path
     assert error.startswith(f"omni-avsr: error: {folder}: its processor (processor_config.json and tokenizer) and its "
                             "model (config.json) disagree: audio rates [4, 16] (processor) vs [2, 8] (model); tasks "
                             "['asr', 'vsr', 'avsr'] (processor) vs ['asr', 'vsr'] (model).")
+
+
+# 2. Text the tokenizer cannot represent is refused, naming it, instead of becoming <unk> labels.
+
+
+def _upper_case_corpus(root: Path) -> Path:
+    """Two clips whose label file is in upper case, as LRS2/LRS3's own transcripts are."""
+    (root / "lrs3" / "spk").mkdir(parents=True)
+    for index in range(2):
+        write_clip(root / "lrs3" / "spk", str(index), num_frames=15)
+    (root / "labels").mkdir()
+    labels = root / "labels" / "train.csv"
+    labels.write_text("lrs3,spk/0.mp4,15,1,set blue at a\nlrs3,spk/1.mp4,15,1,BIN RED BY Z\n")
+    return labels
+
+
+def test_labels_the_tokenizer_cannot_represent_are_refused_before_training(model_dir, tmp_path):
+    root = tmp_path / "corpus"
+    labels = _upper_case_corpus(root)
+    output_dir = tmp_path / "run"
+    command = [sys.executable, str(REPO / "run_speech_recognition.py"), "--model_name_or_path", str(model_dir),
+               "--data_root", str(root), "--train_labels", "train.csv", "--do_train", "--max_steps", "2",
+               "--report_to", "none", "--output_dir", str(output_dir)]
+    completed = subprocess.run(command, cwd=REPO, env=_ENV, capture_output=True, text=True, timeout=600)
+    assert completed.returncode == 1, completed.stderr[-3000:]
+    assert "Traceback" not in completed.stderr
+    (error,) = [line for line in completed.stderr.splitlines() if ": error: " in line]
+    assert error.startswith(f"run_speech_recognition.py: error: {labels}, line 2 ('BIN RED BY Z') has characters this "
+                            "tokenizer cannot represent: 'B', 'D', 'E', 'I', 'N', 'R', 'Y', 'Z'; they would become "
+                            "<unk>.")
+    assert "--lowercase_text" in error
+    assert not any(output_dir.glob("checkpoint-*")), "training started"
+
+    # The documented normalisation: lower-cased as the recipe's transcripts are, the same labels are accepted.
+    processor = tiny_processor()
+    check_label_texts(processor, DataArguments(data_root=str(root), lowercase_text=True), ["train.csv"])
+    # The processor names the transcript and the character, for any text given to it.
+    for text, character in (("café au lait", "'é'"), ("你好", "'你', '好'")):
+        with pytest.raises(ValueError, match=rf"^text\[1\] \('{text}'\) has characters this tokenizer cannot "
+                                             rf"represent: {character}; they would become <unk>"):
+            processor(text=["fine", text])
 
 
 # 3 and 4. `omni-avsr crop` writes OUT and OUT's .wav: never over the input or its audio, never beside stale audio.

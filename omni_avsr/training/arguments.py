@@ -106,6 +106,11 @@ class DataArguments:
     max_clip_frames: int | None = field(default=None, metadata={"help": "Drop clips longer than this (frames)."})
     max_test_samples: int | None = field(default=None, metadata={"help": "Evaluate on the first N test clips only."})
     augment: bool = field(default=True, metadata={"help": "Reference augmentation (noise, time masks, random crop)."})
+    lowercase_text: bool = field(
+        default=False,
+        metadata={"help": "Lower-case every transcript as it is read, as the recipe's label files are (for labels in "
+        "upper case, LRS2/LRS3's own, and a tokenizer that has no upper-case letters)."},
+    )
     noise_path: str | None = field(
         default=None, metadata={"help": "Babble-noise wav for training augmentation and noisy evaluation."}
     )

@@ -5,18 +5,30 @@ import logging
 import transformers
 from transformers import TrainingArguments, set_seed
 
+from ..command_line import prepare_output_dir
 from ..data.augment import AudioVisualAugmentation
-from ..data.lrs import concatenate_lrs_datasets, load_lrs_dataset
+from ..data.lrs import concatenate_lrs_datasets, load_lrs_dataset, read_label_texts
 from .arguments import DataArguments
 
 
 def start_run(data_args: DataArguments, training_args: TrainingArguments) -> None:
-    """Logging at the process's level, the arguments every script needs, and the seed."""
+    """Logging at the process's level, the arguments every script needs (checked before any work: a missing corpus
+    root, an --output_dir that cannot be a folder), and the seed."""
     logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO)
     transformers.utils.logging.set_verbosity(training_args.get_process_log_level())
     if data_args.data_root is None:
         raise ValueError("--data_root is required: the corpus root that holds labels/ and the media folders.")
+    prepare_output_dir(training_args.output_dir, "--output_dir")
     set_seed(training_args.seed)
+
+
+def check_label_texts(processor, data_args: DataArguments, label_files: list[str]) -> None:
+    """Refuse, before training starts, a transcript of `label_files` that the processor's tokenizer cannot represent,
+    naming its file and line: it would train on `<unk>` labels to the end without a word."""
+    for label_file in label_files:
+        rows = list(read_label_texts(data_args.data_root, label_file, data_args.lowercase_text))
+        if rows:
+            processor.transcript_ids([text for _, text in rows], [where for where, _ in rows])
 
 
 def load_train_dataset(data_args: DataArguments, modalities: tuple[str, ...], seed: int):
@@ -30,7 +42,7 @@ def load_train_dataset(data_args: DataArguments, modalities: tuple[str, ...], se
         [
             load_lrs_dataset(
                 data_args.data_root, labels, modalities=modalities, max_clip_frames=data_args.max_clip_frames,
-                augmentation=augmentation, seed=seed,
+                augmentation=augmentation, seed=seed, lowercase=data_args.lowercase_text,
             )
             for labels in data_args.train_labels
         ]
@@ -41,7 +53,9 @@ def load_test_dataset(data_args: DataArguments, modalities: tuple[str, ...]):
     """The --test_labels table, cut to --max_test_samples clips when given."""
     if data_args.test_labels is None:
         raise ValueError("--do_predict needs --test_labels.")
-    dataset = load_lrs_dataset(data_args.data_root, data_args.test_labels, modalities=modalities)
+    dataset = load_lrs_dataset(
+        data_args.data_root, data_args.test_labels, modalities=modalities, lowercase=data_args.lowercase_text
+    )
     if data_args.max_test_samples is not None:
         dataset = dataset.select(range(min(data_args.max_test_samples, len(dataset))))
     return dataset
