@@ -18,6 +18,7 @@ from tiny_models import tiny_processor
 from omni_avsr import load_clip
 from omni_avsr.cli import main as omni_avsr
 from omni_avsr.data.mini_lrs_render import write_mp4
+from omni_avsr.data.prepare_lrs import ClipFailure, read_transcript
 from omni_avsr.pipeline_omni_avsr import media_in_file
 from omni_avsr.training.arguments import DataArguments, ModelArguments
 from omni_avsr.training.assembly import build_model_and_processor
@@ -154,3 +155,55 @@ def test_recropping_a_silent_video_onto_an_earlier_output_leaves_no_stale_audio(
     assert not output.with_suffix(".wav").exists()
     assert media_in_file(str(output)) == {"video"}  # transcribe reads the new video alone
     assert sorted(path.name for path in output.parent.iterdir()) == ["mouth.mp4"]  # no temporary files either
+
+
+# 7 and 8. prepare_lrs reads symlinked speaker folders, and lists a clip whose word timings are out of order.
+
+
+def _raw_clip(folder: Path, name: str, frames, transcript: str) -> None:
+    """A raw LRS3-style clip: face video, its audio beside it, its transcript."""
+    folder.mkdir(parents=True, exist_ok=True)
+    write_mp4(folder / f"{name}.mp4", frames)
+    soundfile.write(folder / f"{name}.wav", sine(len(frames) / 25), 16000)
+    (folder / f"{name}.txt").write_text(transcript)
+
+
+def _prepare(data_dir: Path, output_dir: Path) -> tuple[list[list[str]], dict[str, str]]:
+    """Run prepare_lrs on LRS3's test subset (in its own process: its workers fork, which a test process with threads
+    must not do); the label rows and the failures file as {file: reason}."""
+    command = [sys.executable, "-m", "omni_avsr.data.prepare_lrs", "--data-dir", str(data_dir), "--output-dir",
+               str(output_dir), "--dataset", "lrs3", "--subset", "test", "--workers", "1", "--no-progress"]
+    completed = subprocess.run(command, cwd=REPO, env=_ENV, capture_output=True, text=True, timeout=600)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    labels = output_dir / "labels" / "lrs3_test_transcript_lengths_seg16s.csv"
+    rows = [line.split(",") for line in labels.read_text().splitlines()]
+    failures = (output_dir / "lrs3_test_seg16s_failures.tsv").read_text().splitlines()[1:]
+    return rows, dict(line.split("\t") for line in failures)
+
+
+def test_prepare_lrs_reads_symlinked_speaker_folders(face_frames, tmp_path):
+    _raw_clip(tmp_path / "LRS3" / "test" / "spk0", "00001", face_frames, "Text:  SO THE IDEA\n")
+    _raw_clip(tmp_path / "elsewhere" / "spk1", "00001", face_frames[::-1], "Text:  WE WERE GOING\n")
+    (tmp_path / "LRS3" / "test" / "spk1").symlink_to(tmp_path / "elsewhere" / "spk1")
+    (tmp_path / "LRS3" / "test" / "spk1" / "loop").symlink_to(tmp_path / "LRS3" / "test")  # a link up the tree
+    rows, failures = _prepare(tmp_path / "LRS3", tmp_path / "out")
+    assert [(row[1], row[4]) for row in rows] == [
+        ("lrs3_video_seg16s/test/spk0/00001.mp4", "so the idea"), ("lrs3_video_seg16s/test/spk1/00001.mp4", "we were going")
+    ]
+    assert not failures
+
+
+def test_prepare_lrs_lists_a_clip_whose_word_timings_are_out_of_order(face_frames, tmp_path):
+    timings = "WORD START END ASDSCORE\nSO 0.10 0.30 1\nIDEA 0.80 1.00 1\nTHE 0.30 0.60 1\n"
+    _raw_clip(tmp_path / "LRS3" / "test" / "spk1", "00001", face_frames, f"Text:  SO THE IDEA\nConf:  4\n\n{timings}")
+    rows, failures = _prepare(tmp_path / "LRS3", tmp_path / "out")
+    assert rows == []
+    assert failures == {
+        str(tmp_path / "LRS3" / "test" / "spk1" / "00001.mp4"):
+            "bad transcript: 00001.txt, line 7: word 'THE' starts at 0.3 s, before the word before it ('IDEA' at "
+            "0.8 s); expected word timings in the order the words are spoken"
+    }
+    # Timings in order but a word that ends before it starts, in a transcript read alone.
+    (tmp_path / "bad.txt").write_text("Text:  SO\nConf:  4\n\nWORD START END ASDSCORE\nSO 0.50 0.20 1\n")
+    with pytest.raises(ClipFailure, match=r"^bad transcript: bad\.txt, line 5: word 'SO' runs from 0\.5 s to 0\.2 s"):
+        read_transcript(tmp_path / "bad.txt")
