@@ -1053,11 +1053,20 @@ class OmniAVSRForConditionalGeneration(OmniAVSRPreTrainedModel, GenerationMixin)
 
     def _check_generate_inputs(self, input_ids, inputs_embeds, media: dict, generate_kwargs: dict) -> None:
         """What `generate` refuses before any work (inputs from the processor pass): non-finite media or embeddings,
-        prompts and masks that disagree with each other or the media, ids outside the vocabulary, beam counts that
-        are not whole numbers ≥ 1. Reading values syncs with the device once per call, never in training."""
+        a clip whose mask marks no frame (it would be transcribed from padding alone), prompts and masks that disagree
+        with each other or the media, ids outside the vocabulary, beam counts that are not whole numbers ≥ 1. Reading
+        values syncs with the device once per call, never in training."""
         for name, values in (*media.items(), ("inputs_embeds", inputs_embeds)):
             if values is not None and values.is_floating_point():
                 check_finite(name, values)
+        for name in ("input_features_mask", "video_mask"):
+            if media[name] is not None and media[name].ndim == 2:
+                empty = (media[name].sum(-1) == 0).nonzero().flatten().tolist()
+                if empty:
+                    raise ValueError(
+                        f"{name} marks no frame of clip(s) {empty}; expected at least one frame per clip (a clip "
+                        "without media has nothing to transcribe)."
+                    )
         prompt_name, prompt = ("input_ids", input_ids) if input_ids is not None else ("inputs_embeds", inputs_embeds)
         if prompt is not None:
             if prompt.shape[0] == 0:

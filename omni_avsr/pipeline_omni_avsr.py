@@ -107,6 +107,12 @@ class AudioVisualSpeechRecognitionPipeline(AutomaticSpeechRecognitionPipeline):
         self.tokenizer = processor.tokenizer
         self.feature_extractor = None
 
+    def __call__(self, inputs, **kwargs):
+        if isinstance(inputs, (list, tuple)) and not inputs:
+            # The stock pipeline reads `inputs[0]` and fails with an IndexError.
+            raise ValueError("The pipeline got an empty list of inputs; expected at least one media file or input.")
+        return super().__call__(inputs, **kwargs)
+
     def _sanitize_parameters(self, task=None, audio_rate=None, video_rate=None, generate_kwargs=None, **kwargs):
         for name in UNSUPPORTED_OPTIONS:
             if kwargs.pop(name, None) is not None:
@@ -186,7 +192,7 @@ class AudioVisualSpeechRecognitionPipeline(AutomaticSpeechRecognitionPipeline):
         if frames is not None:
             self.processor.prepare_frames(frames, frames_name)
         if audio is not None:
-            audio = self.processor.prepare_audio(audio, sampling_rate, resample=True, name=audio_name)
+            audio = self.processor.prepare_audio(audio, sampling_rate, resample=True, name=audio_name, task=task)
             if frames is not None:
                 audio = align_audio_to_frames(audio, len(frames), audio_name)
             check_clip_duration(audio_name, len(audio) / SAMPLING_RATE)

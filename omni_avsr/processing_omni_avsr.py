@@ -217,7 +217,7 @@ class OmniAVSRProcessor(ProcessorMixin):
         return_tensors = output_kwargs["common"].get("return_tensors", "pt")
         data = {}
         batch_sizes = {}
-        clips = None
+        clips, waveforms = None, []
         if videos is not None:
             clips = [self._normalize_frames(self.prepare_frames(clip, f"videos[{index}]"))
                      for index, clip in enumerate(_as_batch(videos, "videos"))]
@@ -243,6 +243,9 @@ class OmniAVSRProcessor(ProcessorMixin):
                     data, texts, task, audio_rate, video_rate, prompt, output_kwargs["text_kwargs"]["padding_side"]
                 )
             )
+            if data["task"] == "asr":
+                for index, waveform in enumerate(waveforms):
+                    check_not_silent(waveform, f"audio[{index}]")
         return BatchFeature(data=data, tensor_type=return_tensors)
 
     def _merge_call_kwargs(self, kwargs: dict) -> dict:
@@ -336,11 +339,12 @@ class OmniAVSRProcessor(ProcessorMixin):
         return waveforms
 
     def prepare_audio(
-        self, waveform, sampling_rate: int | None, resample: bool = False, name: str = "audio"
+        self, waveform, sampling_rate: int | None, resample: bool = False, name: str = "audio", task: str | None = None
     ) -> np.ndarray:
         """`waveform` as the processor reads it: float32 mono at 16 kHz (resampled when `resample`), or an error naming
-        `name` for audio that is empty, not finite, of an unknown layout or at another rate. The pipelines call it on
-        each input, so that their errors name the input rather than its place in a batch."""
+        `name` for audio that is empty or shorter than `MIN_CLIP_SECONDS`, not finite, of an unknown layout or at
+        another rate, or silent for `task="asr"` (see `check_not_silent`). The pipelines call it on each input, so
+        that their errors name the input rather than its place in a batch."""
         if sampling_rate is None:
             raise ValueError(
                 "`sampling_rate` is required with `audio` (expected 16000 Hz): a waveform at the wrong rate would be "
@@ -354,7 +358,12 @@ class OmniAVSRProcessor(ProcessorMixin):
         waveform = _to_mono(np.asarray(waveform, dtype=np.float32), name)
         if waveform.size == 0:
             raise ValueError(f"{name} is empty.")
+        check_min_duration(name, waveform.size / sampling_rate, f"{waveform.size} sample(s)")
         check_finite(name, waveform)
+        if task == "asr":
+            # Audio alone is not aligned to video: a clip too long is that before it is silent.
+            check_clip_duration(name, waveform.size / sampling_rate)
+            check_not_silent(waveform, name)
         if sampling_rate != SAMPLING_RATE:
             if not resample:
                 raise ValueError(
@@ -421,6 +430,7 @@ class OmniAVSRProcessor(ProcessorMixin):
         crop = self.video_crop_size
         if num_frames == 0:
             raise ValueError(f"{name} has no frames.")
+        check_min_duration(name, num_frames / VIDEO_FPS, f"{num_frames} frame(s)")
         check_clip_duration(name, num_frames / VIDEO_FPS)
         if not is_mouth_crop(height, width):
             raise not_a_mouth_crop_error(name, height, width)
@@ -493,6 +503,31 @@ class OmniAVSRProcessor(ProcessorMixin):
             "input_ids", "attention_mask", "input_features", "input_features_mask", "pixel_values_videos",
             "video_mask", "labels",
         ]
+
+
+MIN_CLIP_SECONDS = 0.1
+"""The shortest clip transcribed, audio or video (3 frames at 25 fps): no word is shorter, so a shorter input (one
+sample, one frame) is a mistake, not a clip, and the model would still write a transcript for it."""
+
+
+def check_min_duration(name: str, seconds: float, length: str) -> None:
+    """Refuse a clip shorter than `MIN_CLIP_SECONDS` (`length` says how long it is, in its own units)."""
+    if seconds < MIN_CLIP_SECONDS:
+        raise ValueError(
+            f"{name} lasts {seconds:.3g} s ({length}); expected a clip of at least {MIN_CLIP_SECONDS:g} s: nothing "
+            "shorter holds a word."
+        )
+
+
+def check_not_silent(waveform: np.ndarray, name: str) -> None:
+    """Refuse digital silence (every sample zero) to speech recognition from audio alone: there is nothing to hear,
+    and the model writes a transcript anyway. Audio-visual recognition takes it (a muted microphone: the lips carry
+    the words), and so does training."""
+    if not np.any(waveform):
+        raise ValueError(
+            f"{name} is digital silence (every sample is zero): nothing to transcribe with task='asr'; expected "
+            "recorded audio, or task 'vsr' / 'avsr' when the video carries the words."
+        )
 
 
 def _as_batch(inputs, name: str) -> list:

@@ -42,11 +42,11 @@ def test_outputs_shapes_masks_and_labels(processor):
 
 
 def test_video_preprocessing_is_centre_crop_grayscale_and_normalisation(processor):
-    frames = np.zeros((2, 96, 96, 3), dtype=np.uint8)
+    frames = np.zeros((3, 96, 96, 3), dtype=np.uint8)
     frames[:, 4:92, 4:92] = (255, 0, 0)
     pixels = processor(videos=[frames], sampling_rate=16000)["pixel_values_videos"]
     expected = (0.2989 - processor.video_mean) / processor.video_std
-    torch.testing.assert_close(pixels[0, :, 0], torch.full((2, 88, 88), expected))
+    torch.testing.assert_close(pixels[0, :, 0], torch.full((3, 88, 88), expected))
 
 
 def test_waveform_normalisation_matches_the_reference_layer_norm(processor):
