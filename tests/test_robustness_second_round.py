@@ -6,17 +6,23 @@ import json
 import os
 import subprocess
 import sys
+import tracemalloc
+from fractions import Fraction
 from pathlib import Path
 
+import av
+import numpy as np
 import pytest
 import soundfile
 from test_cli import model_dir  # noqa: F401 (fixture)
-from test_media import sine, write_clip
+from test_media import frame_level, sine, write_clip
 from test_training import REPO, TINY_COMPONENTS
 from tiny_models import tiny_processor
 
 from omni_avsr import load_clip
 from omni_avsr.cli import main as omni_avsr
+from omni_avsr.cropping import MouthCropper
+from omni_avsr.cropping.mouth_video import crop_video_file
 from omni_avsr.data.mini_lrs_render import write_mp4
 from omni_avsr.data.prepare_lrs import ClipFailure, read_transcript
 from omni_avsr.pipeline_omni_avsr import media_in_file
@@ -156,6 +162,79 @@ def test_recropping_a_silent_video_onto_an_earlier_output_leaves_no_stale_audio(
     assert media_in_file(str(output)) == {"video"}  # transcribe reads the new video alone
     assert sorted(path.name for path in output.parent.iterdir()) == ["mouth.mp4"]  # no temporary files either
 
+
+
+# 5. Face video larger than full HD is shrunk while it is decoded for cropping, not held whole at its own size.
+
+
+def test_cropping_a_large_face_video_does_not_hold_its_frames_at_full_size(face_frames, tmp_path):
+    frames = face_frames[:20].repeat(9, axis=1).repeat(9, axis=2)  # 2016×2016: beyond full HD
+    write_mp4(tmp_path / "face.mp4", frames)
+    full_size = frames.nbytes
+    tracemalloc.start()
+    try:
+        crops, _ = crop_video_file(tmp_path / "face.mp4", tmp_path / "mouth.mp4")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < full_size / 2, f"peak {peak / 2**20:.0f} MiB for {full_size / 2**20:.0f} MiB of frames"
+    assert crops.detected.all() and crops.frames.shape == (20, 96, 96, 3)
+    # The face is found where it is in the frames at their own size (the landmarks are in the shrunk frames' pixels).
+    at_own_size = MouthCropper()(face_frames[:20])
+    assert np.abs(crops.landmarks / 4.5 - at_own_size.landmarks).mean() < 1
+
+
+# 6. Variable frame rate: frames are resampled to 25 fps by their presentation times, by either decoder.
+
+
+def write_variable_rate_video(path: Path, times: list[float], size: int = 32) -> Path:
+    """Frame i (grey level `frame_level(i)`) shown from `times[i]` s, as a phone that changes its frame rate writes."""
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=50, options={"preset": "ultrafast"})
+        stream.width = stream.height = size
+        stream.pix_fmt = "yuv420p"
+        stream.codec_context.time_base = Fraction(1, 1000)
+        for index, time in enumerate(times):
+            frame = av.VideoFrame.from_ndarray(np.full((size, size, 3), frame_level(index), np.uint8), format="rgb24")
+            frame.pts, frame.time_base = round(time * 1000), Fraction(1, 1000)
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+    return path
+
+
+@pytest.mark.parametrize("decoder", ["decord", "pyav"])
+def test_a_variable_frame_rate_video_stays_aligned_with_its_audio(tmp_path, monkeypatch, decoder):
+    # 2 s at 50 fps, then 4 s at 10 fps: 140 frames over 6 s, 23.3 fps on average.
+    times = [index / 50 for index in range(100)] + [2 + index / 10 for index in range(40)]
+    video = write_variable_rate_video(tmp_path / "phone.mp4", times)
+    soundfile.write(tmp_path / "phone.wav", sine(6.0), 16000)
+    if decoder == "pyav":
+        monkeypatch.setitem(sys.modules, "decord", None)
+    clip = load_clip(video)
+    assert clip.frames.shape == (150, 32, 32) and clip.audio.shape == (150 * 640,)
+    shown = [np.searchsorted(times, index / 25 + 1e-9, side="right") - 1 for index in range(150)]
+    levels = clip.frames.mean(axis=(1, 2))
+    assert np.abs(levels - [frame_level(index) for index in shown]).max() <= 2, "a frame shown at the wrong time"
+
+
+def test_the_pyav_fallback_turns_frames_upright_as_decord_does(tmp_path, monkeypatch):
+    """A phone held upright records landscape frames with a 90° display rotation; both decoders apply it."""
+    path = tmp_path / "upright.mp4"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=25, options={"preset": "ultrafast"})
+        stream.width, stream.height, stream.pix_fmt = 64, 32, "yuv420p"
+        stream.set_display_rotation(90)
+        image = np.zeros((32, 64, 3), np.uint8)
+        image[:, :16] = 250  # the left quarter white
+        for _ in range(5):
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+        container.mux(stream.encode())
+    with_decord = load_clip(path, audio=False, grayscale=False).frames
+    monkeypatch.setitem(sys.modules, "decord", None)
+    with_pyav = load_clip(path, audio=False, grayscale=False).frames
+    assert with_decord.shape == with_pyav.shape == (5, 64, 32, 3)
+    assert np.abs(with_pyav.astype(int) - with_decord).max() <= 2
+    assert with_pyav[:, -16:].mean() > 240 and with_pyav[:, :40].mean() < 10  # turned a quarter counter-clockwise
 
 # 7 and 8. prepare_lrs reads symlinked speaker folders, and lists a clip whose word timings are out of order.
 

@@ -8,7 +8,7 @@ import soundfile
 
 from ..data.mini_lrs_render import write_mp4
 from ..command_line import check_crop_paths
-from ..media import SAMPLING_RATE, VIDEO_FPS, load_clip
+from ..media import MAX_FACE_FRAME_SIDE, SAMPLING_RATE, VIDEO_FPS, load_clip
 from ..pipeline_omni_avsr import media_in_file
 from .mouth_cropper import MouthCropper, MouthCrops
 
@@ -50,6 +50,6 @@ def crop_video_file(
     input_path = os.fspath(input_path)
     output_path = check_crop_paths(input_path, output_path)
     has_audio = "audio" in media_in_file(input_path)
-    clip = load_clip(input_path, audio=has_audio, grayscale=False, crop_mouth=False)
+    clip = load_clip(input_path, audio=has_audio, grayscale=False, crop_mouth=False, max_frame_side=MAX_FACE_FRAME_SIDE)
     crops = (cropper or MouthCropper())(clip.frames, source=input_path)
     return crops, write_mouth_video(output_path, crops.frames, clip.audio)

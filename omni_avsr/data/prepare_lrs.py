@@ -40,7 +40,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from ..command_line import EXPECTED_ERRORS, add_debug_flag, prepare_output_dir, report_error
-from ..media import SAMPLES_PER_FRAME, VIDEO_FPS, load_clip
+from ..media import MAX_FACE_FRAME_SIDE, SAMPLES_PER_FRAME, VIDEO_FPS, load_clip
 from .mini_lrs import token_ids, write_labels
 
 
@@ -200,7 +200,7 @@ def prepare_clip(video_path: Path, rel_path: str, root: Path, config: PrepareCon
 
     transcript = read_transcript(video_path.with_suffix(".txt"))
     try:
-        clip = load_clip(video_path, grayscale=False, crop_mouth=False)
+        clip = load_clip(video_path, grayscale=False, crop_mouth=False, max_frame_side=MAX_FACE_FRAME_SIDE)
     except ValueError as error:
         raise ClipFailure(f"unreadable: {' '.join(str(error).split())}") from None
     if len(clip.frames) < config.min_frames:
