@@ -11,6 +11,7 @@ import hashlib
 import importlib.util
 import json
 import shutil
+import struct
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -118,11 +119,40 @@ class Workspace:
         soundfile.write(self.root / name, np.zeros(16000, np.float32), 16000)
         return self.root / name
 
+    def ctranslate2_model(self, name: str, variables: dict[str, np.ndarray]) -> Path:
+        """A folder `name` holding a CTranslate2 `model.bin` of `variables`."""
+        (self.root / name).mkdir()
+        write_ctranslate2_model(self.root / name / "model.bin", variables)
+        return self.root / name
+
+    def fairseq_avhubert(self, name: str, layer_norm_weight: torch.Tensor) -> Path:
+        """A fairseq AV-HuBERT checkpoint of a small config whose state dict holds only the final LayerNorm."""
+        config = {"_name": "av_hubert", "encoder_embed_dim": 32, "encoder_layers": 1, "encoder_attention_heads": 2,
+                  "encoder_ffn_embed_dim": 64, "conv_pos": 16, "conv_pos_groups": 4, "layer_norm_first": True}
+        state_dict = {"encoder.layer_norm.weight": layer_norm_weight, "encoder.layer_norm.bias": torch.zeros(32)}
+        torch.save({"cfg": {"model": config}, "model": state_dict}, self.root / name)
+        return self.root / name
+
     def nan_wav(self, name: str = "nan.wav") -> Path:
         samples = sine(1.0)
         samples[100] = np.nan
         soundfile.write(self.root / name, samples, 16000, subtype="FLOAT")
         return self.root / name
+
+
+def write_ctranslate2_model(path: Path, variables: dict[str, np.ndarray]) -> None:
+    """A CTranslate2 `model.bin` (binary version 6, the layout `read_ctranslate2_model` reads) of float32 and int32
+    `variables`, without aliases."""
+
+    def string(text: str) -> bytes:
+        data = text.encode() + b"\0"
+        return struct.pack("<H", len(data)) + data
+
+    data = struct.pack("<I", 6) + string("WhisperSpec") + struct.pack("<II", 3, len(variables))
+    for key, array in variables.items():
+        data += string(key) + struct.pack(f"<B{array.ndim}I", array.ndim, *array.shape)
+        data += struct.pack("<BI", {"float32": 0, "int32": 3}[array.dtype.name], array.nbytes) + array.tobytes()
+    path.write_bytes(data + struct.pack("<I", 0))
 
 
 @dataclass(frozen=True)
@@ -134,6 +164,16 @@ class Case:
 
 def transcribe(ws: Workspace, *argv, model=None):
     return partial(omni_avsr, ["transcribe", *map(str, argv), "--model", str(model or ws.model)])
+
+
+LORA_KEY = "llm.model.layers.0.self_attn.lora_down_Q.weight"
+
+
+def convert_official_checkpoint(ws: Workspace, name: str, state_dict: dict[str, torch.Tensor]):
+    """The official converter on a safetensors checkpoint of `state_dict` (the other files it needs are never read)."""
+    save_file(state_dict, ws.root / name)
+    return partial(convert_official, [str(ws.root / name), str(ws.root / "OUT"), "--llm-config", "x", "--tokenizer",
+                                      "x", "--whisper-config", "x", "--avhubert-config", "x"])
 
 
 def crop(source: Path, output: Path):
@@ -794,6 +834,35 @@ CASES = {
     "whisper converter: a model.bin cut short": Case(
         lambda ws: partial(read_ctranslate2_model, ws.file("model.bin", b"\x06\x00\x00\x00\x05\x00abcd")), ValueError,
         ("{root}/model.bin is cut short or corrupt", "expected a complete CTranslate2 model.bin"),
+    ),
+    "whisper converter: a model.bin without the encoder's layers": Case(
+        lambda ws: partial(convert_ctranslate2_whisper, [str(ws.root / "OUT"), "--source", str(ws.ctranslate2_model(
+            "partial", {"encoder/conv1/weight": np.zeros((32, 80, 3), np.float32)}))]), 1,
+        ("{root}/partial: no encoder/num_heads variable; expected every variable of a CTranslate2 Whisper encoder",),
+    ),
+    "whisper converter: NaN weights": Case(
+        lambda ws: partial(convert_ctranslate2_whisper, [str(ws.root / "OUT"), "--source", str(ws.ctranslate2_model(
+            "nan", {"encoder/conv1/weight": np.full((32, 80, 3), np.nan, np.float32)}))]), 1,
+        ("{root}/nan: encoder/conv1/weight holds 7680 NaN or infinite value(s)",),
+    ),
+    "avhubert converter: weights that do not fit the checkpoint's config": Case(
+        lambda ws: partial(convert_avhubert, [str(ws.fairseq_avhubert("partial.pt", torch.ones(32))), str(ws.root / "OUT")]),
+        1, ("{root}/partial.pt: its weights do not fit the model its config describes",
+            "Missing key(s) in state_dict", "expected a checkpoint whose config and weights belong together"),
+    ),
+    "avhubert converter: NaN weights": Case(
+        lambda ws: partial(convert_avhubert, [str(ws.fairseq_avhubert("nan.pt", torch.full((32,), torch.nan))),
+                                              str(ws.root / "OUT")]), 1,
+        ("{root}/nan.pt: encoder.layer_norm.weight holds 32 NaN or infinite value(s)",),
+    ),
+    "official converter: a state dict without the language model": Case(
+        lambda ws: convert_official_checkpoint(ws, "partial.safetensors", {LORA_KEY: torch.zeros(4, 32)}), 1,
+        ("{root}/partial.safetensors: no llm.model.embed_tokens.weight; expected the state dict of a whole official",),
+    ),
+    "official converter: NaN weights": Case(
+        lambda ws: convert_official_checkpoint(ws, "nan.safetensors", {
+            LORA_KEY: torch.zeros(4, 32), "llm.model.embed_tokens.weight": torch.full((8, 32), torch.inf)}), 1,
+        ("{root}/nan.safetensors: llm.model.embed_tokens.weight holds 256 NaN or infinite value(s)",),
     ),
     "mini-lrs generator: --output-dir is an existing file": Case(
         lambda ws: partial(generate_mini_lrs, ["--output-dir", str(ws.file("OUT")), "--no-progress"]), 1,

@@ -14,13 +14,21 @@ import av
 import numpy as np
 import pytest
 import soundfile
+import torch
+from safetensors.torch import load_file, save_file
+from test_bad_inputs import write_ctranslate2_model
 from test_cli import model_dir  # noqa: F401 (fixture)
+from test_convert_avhubert import checkpoint_path, fairseq_state_dict, official  # noqa: F401 (fixtures)
+from test_convert_official import _converter_args
 from test_media import frame_level, sine, write_clip
 from test_training import REPO, TINY_COMPONENTS
 from tiny_models import tiny_processor
 
 from omni_avsr import load_clip
 from omni_avsr.cli import main as omni_avsr
+from omni_avsr.convert.avhubert import main as convert_avhubert
+from omni_avsr.convert.ctranslate2_whisper import main as convert_ctranslate2_whisper
+from omni_avsr.convert.official import main as convert_official
 from omni_avsr.cropping import MouthCropper
 from omni_avsr.cropping.mouth_video import crop_video_file
 from omni_avsr.data.mini_lrs_render import write_mp4
@@ -286,3 +294,78 @@ def test_prepare_lrs_lists_a_clip_whose_word_timings_are_out_of_order(face_frame
     (tmp_path / "bad.txt").write_text("Text:  SO\nConf:  4\n\nWORD START END ASDSCORE\nSO 0.50 0.20 1\n")
     with pytest.raises(ClipFailure, match=r"^bad transcript: bad\.txt, line 5: word 'SO' runs from 0\.5 s to 0\.2 s"):
         read_transcript(tmp_path / "bad.txt")
+
+
+
+# Weak spots whose rule needs more than a row of the bad-input table.
+
+
+def _tiny_ctranslate2_whisper(width: int = 8) -> dict[str, np.ndarray]:
+    """Every variable of a one-layer CTranslate2 Whisper encoder (random weights; the key projection has no bias)."""
+    rng = np.random.default_rng(0)
+
+    def weights(*shape):
+        return rng.standard_normal(shape).astype(np.float32)
+
+    layer = "encoder/layer_0"
+    attention_bias = weights(3 * width)
+    attention_bias[width : 2 * width] = 0
+    return {
+        "encoder/conv1/weight": weights(width, 80, 3), "encoder/conv1/bias": weights(width),
+        "encoder/conv2/weight": weights(width, width, 3), "encoder/conv2/bias": weights(width),
+        "encoder/position_encodings/encodings": weights(16, width), "encoder/num_heads": np.array(2, np.int32),
+        "encoder/layer_norm/gamma": weights(width), "encoder/layer_norm/beta": weights(width),
+        f"{layer}/self_attention/linear_0/weight": weights(3 * width, width),
+        f"{layer}/self_attention/linear_0/bias": attention_bias,
+        f"{layer}/self_attention/linear_1/weight": weights(width, width),
+        f"{layer}/self_attention/linear_1/bias": weights(width),
+        f"{layer}/self_attention/layer_norm/gamma": weights(width),
+        f"{layer}/self_attention/layer_norm/beta": weights(width),
+        f"{layer}/ffn/linear_0/weight": weights(2 * width, width), f"{layer}/ffn/linear_0/bias": weights(2 * width),
+        f"{layer}/ffn/linear_1/weight": weights(width, 2 * width), f"{layer}/ffn/linear_1/bias": weights(width),
+        f"{layer}/ffn/layer_norm/gamma": weights(width), f"{layer}/ffn/layer_norm/beta": weights(width),
+    }
+
+
+def test_converters_refuse_a_whole_checkpoint_with_nan_weights(tmp_path, capsys):
+    variables = _tiny_ctranslate2_whisper()
+    (tmp_path / "whisper").mkdir()
+    write_ctranslate2_model(tmp_path / "whisper" / "model.bin", variables)
+    assert convert_ctranslate2_whisper([str(tmp_path / "encoder"), "--source", str(tmp_path / "whisper")]) == 0
+    variables["encoder/layer_0/ffn/linear_1/weight"][3, 5] = np.nan
+    write_ctranslate2_model(tmp_path / "whisper" / "model.bin", variables)
+    capsys.readouterr()
+    assert convert_ctranslate2_whisper([str(tmp_path / "nan-encoder"), "--source", str(tmp_path / "whisper")]) == 1
+    (error,) = capsys.readouterr().err.splitlines()
+    assert error.endswith(f"{tmp_path / 'whisper'}: encoder/layer_0/ffn/linear_1/weight holds 1 NaN or infinite "
+                          "value(s) of 128; expected finite numbers.")
+    assert not any((tmp_path / "nan-encoder").iterdir())
+
+
+def test_the_official_converter_refuses_nan_weights_and_a_checkpoint_without_its_language_model(tmp_path, capsys):
+    args = _converter_args("S", tmp_path / "out")  # the parity fixture's tiny official Omni-AVSR-S
+    if not Path(args[1]).is_file():
+        pytest.skip(f"parity fixtures not available at {Path(args[1]).parent}")
+    part = load_file(args[1])
+    key = next(key for key in sorted(part) if key.startswith("llm.") and "lora_up" in key)
+    part[key][0, 0] = float("nan")
+    save_file(part, tmp_path / "nan.safetensors")
+    assert convert_official([args[0], str(tmp_path / "nan.safetensors"), *args[2:]]) == 1
+    assert f"nan.safetensors: {key} holds 1 NaN or infinite value(s)" in capsys.readouterr().err
+    for index, name in enumerate(("common", "part")):
+        weights = {key: tensor for key, tensor in load_file(args[index]).items() if key != "llm.model.embed_tokens.weight"}
+        save_file(weights, tmp_path / f"{name}.safetensors")
+    assert convert_official([str(tmp_path / "common.safetensors"), str(tmp_path / "part.safetensors"), *args[2:]]) == 1
+    (error,) = capsys.readouterr().err.splitlines()
+    assert "no llm.model.embed_tokens.weight; expected the state dict of a whole official Omni-AVSR model" in error
+    assert not any((tmp_path / "out").iterdir())
+
+
+def test_the_avhubert_converter_refuses_nan_weights(checkpoint_path, tmp_path, capsys):
+    checkpoint = torch.load(checkpoint_path, weights_only=False)
+    checkpoint["model"]["encoder.layers.0.fc1.weight"][0, 0] = float("inf")
+    torch.save(checkpoint, tmp_path / "nan.pt")
+    assert convert_avhubert([str(tmp_path / "nan.pt"), str(tmp_path / "out")]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == "" and f"{tmp_path / 'nan.pt'}: encoder.layers.0.fc1.weight holds 1 NaN" in captured.err
+    assert not any((tmp_path / "out").iterdir())

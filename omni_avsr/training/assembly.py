@@ -15,6 +15,7 @@ from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
 from ..components import find_smollm2_gguf, load_language_model
 from ..configuration_avhubert import AVHubertVideoConfig
+from ..convert import load_converted_weights
 from ..convert.avhubert import avhubert_config_from_fairseq, convert_avhubert_state_dict
 from ..convert.fairseq_checkpoint import load_fairseq_checkpoint
 from ..modeling_avhubert import AVHubertVideoModel
@@ -99,6 +100,6 @@ def _video_encoder(source: str | None):
     if path.suffix in (".pt", ".pth"):
         checkpoint = load_fairseq_checkpoint(path)
         model = AVHubertVideoModel(avhubert_config_from_fairseq(checkpoint["cfg"]["model"]))
-        model.load_state_dict(convert_avhubert_state_dict(checkpoint["model"]).state_dict)
+        load_converted_weights(model, convert_avhubert_state_dict(checkpoint["model"]).state_dict, source)
         return model
     return AVHubertVideoModel.from_pretrained(source)
