@@ -22,7 +22,8 @@ from test_convert_avhubert import checkpoint_path, fairseq_state_dict, official 
 from test_convert_official import _converter_args
 from test_media import frame_level, sine, write_clip
 from test_training import REPO, TINY_COMPONENTS
-from tiny_models import tiny_processor
+from tiny_models import tiny_model, tiny_processor
+from transformers import pipeline
 
 from omni_avsr import load_clip
 from omni_avsr.cli import main as omni_avsr
@@ -369,3 +370,55 @@ def test_the_avhubert_converter_refuses_nan_weights(checkpoint_path, tmp_path, c
     captured = capsys.readouterr()
     assert captured.out == "" and f"{tmp_path / 'nan.pt'}: encoder.layers.0.fc1.weight holds 1 NaN" in captured.err
     assert not any((tmp_path / "out").iterdir())
+
+
+def test_transcribe_prints_the_transcript_and_nothing_else(model_dir, tmp_path):
+    """transformers' loading report and its tensor-parallel check ("layers were not sharded", 7 KB) stay quiet."""
+    clip = write_clip(tmp_path, "clip", num_frames=15)
+    command = [sys.executable, "-m", "omni_avsr.cli", "transcribe", str(clip), "--model", str(model_dir)]
+    completed = subprocess.run(command, cwd=REPO, env=_ENV, capture_output=True, text=True, timeout=600)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert completed.stderr == "" and len(completed.stdout.splitlines()) == 1
+
+
+def test_debug_shows_the_traceback_behind_the_error_line(model_dir, tmp_path, capsys, monkeypatch):
+    missing = tmp_path / "absent.mp4"
+    assert transcribe(missing, "--model", model_dir) == 1
+    assert capsys.readouterr().err == f"omni-avsr: error: Media file not found: {missing}\n"
+    assert transcribe(missing, "--model", model_dir, "--debug") == 1
+    err = capsys.readouterr().err.splitlines()
+    assert err[0] == "Traceback (most recent call last):" and err[-1] == f"omni-avsr: error: Media file not found: {missing}"
+    monkeypatch.setenv("OMNI_AVSR_DEBUG", "1")  # the training scripts' way: their --debug is TrainingArguments'
+    assert omni_avsr(["crop", str(missing), str(tmp_path / "mouth.mp4")]) == 1
+    assert capsys.readouterr().err.startswith("Traceback (most recent call last):")
+
+
+def test_digital_silence_is_refused_for_asr_and_accepted_where_the_lips_carry_the_words():
+    processor = tiny_processor()
+    model = tiny_model(processor).eval()
+    silence, frames = np.zeros(16000, np.float32), np.full((25, 96, 96), 128, np.uint8)
+    with pytest.raises(ValueError, match=r"^audio\[0\] is digital silence"):
+        processor(audio=[silence], sampling_rate=16000, task="asr")
+    inputs = processor(audio=[silence], videos=[frames], sampling_rate=16000, task="avsr")
+    assert model.generate(**inputs, max_new_tokens=2).shape[0] == 1
+    recognizer = pipeline("audio-visual-speech-recognition", model=model, processor=processor)
+    assert recognizer({"audio": silence, "sampling_rate": 16000, "frames": frames}, max_new_tokens=2)["task"] == "avsr"
+    batch = processor(audio=[silence], videos=[frames], text=["bin red"], sampling_rate=16000)  # training: accepted
+    assert torch.isfinite(model(**batch).loss)
+
+
+def test_a_mouth_video_write_that_fails_leaves_no_partial_files(tmp_path, monkeypatch):
+    from omni_avsr.cropping import mouth_video
+
+    def failing_encoder(path, frames, fps):
+        Path(path).write_bytes(b"half a video")
+        raise OSError(f"No space left on device: {path}")
+
+    earlier = {"mouth.mp4": b"the earlier crop", "mouth.wav": b"its audio"}
+    for name, data in earlier.items():
+        (tmp_path / name).write_bytes(data)
+    monkeypatch.setattr(mouth_video, "write_mp4", failing_encoder)
+    for audio in (sine(0.2), None):
+        with pytest.raises(OSError, match="No space left"):
+            mouth_video.write_mouth_video(tmp_path / "mouth.mp4", np.zeros((5, 96, 96, 3), np.uint8), audio)
+        assert {path.name: path.read_bytes() for path in tmp_path.iterdir()} == earlier

@@ -16,10 +16,10 @@ from .mouth_cropper import MouthCropper, MouthCrops
 def write_mouth_video(video_path: str | os.PathLike, frames: np.ndarray, audio: np.ndarray | None) -> Path | None:
     """Write RGB mouth frames as H.264 and, when given, the waveform as 16-bit PCM beside it (same stem, `.wav`).
 
-    Each file is written under a temporary name and renamed, the video last: a video that exists is complete, and
-    so is its audio. Without audio, a `.wav` left beside the path by an earlier video is removed first, so that no
-    reader pairs the new video with the old audio. A failed write leaves no temporary file. Returns the audio's path,
-    or None without audio.
+    Both files are written under temporary names, then renamed, the video last: a video that exists is complete, and
+    so is its audio, and a write that fails (a full disk) leaves the files of an earlier video as they were, and no
+    temporary file. Without audio, a `.wav` left beside the path by an earlier video is removed, so that no reader
+    pairs the new video with the old audio. Returns the audio's path, or None without audio.
     """
     video_path = Path(video_path)
     video_path.parent.mkdir(parents=True, exist_ok=True)
@@ -29,10 +29,11 @@ def write_mouth_video(video_path: str | os.PathLike, frames: np.ndarray, audio: 
     try:
         if audio is not None:
             soundfile.write(partial_audio, audio, SAMPLING_RATE, subtype="PCM_16", format="WAV")
+        write_mp4(partial_video, frames, fps=int(VIDEO_FPS))
+        if audio is not None:
             os.replace(partial_audio, audio_path)
         else:
             audio_path.unlink(missing_ok=True)
-        write_mp4(partial_video, frames, fps=int(VIDEO_FPS))
         os.replace(partial_video, video_path)
     finally:
         partial_audio.unlink(missing_ok=True)
