@@ -63,7 +63,8 @@ def check_train_tasks(model_args: ModelArguments, train_tasks: list[str] | None,
     if not train_tasks:
         return
     if model_args.model_name_or_path is not None:
-        tasks, source = OmniAVSRConfig.from_pretrained(model_args.model_name_or_path).tasks, model_args.model_name_or_path
+        source = model_args.model_name_or_path
+        tasks = OmniAVSRConfig.from_pretrained(source).tasks
     elif model_args.tasks is not None:
         tasks, source = model_args.tasks, "--tasks"
     else:

@@ -85,7 +85,9 @@ def check_crop_paths(input_path: str, output_path: str | os.PathLike) -> Path:
         raise ValueError(f"{input_path} is an audio file; expected a face video (.mp4, ...) to crop the mouth out of.")
     output_path = Path(output_path)
     own_audio = os.path.splitext(input_path)[0] + ".wav"
-    protected = {os.path.realpath(input_path): "the input", os.path.realpath(own_audio): f"the input's audio {own_audio}"}
+    protected = {
+        os.path.realpath(input_path): "the input", os.path.realpath(own_audio): f"the input's audio {own_audio}"
+    }
     for path in (output_path, output_path.with_suffix(".wav")):
         if os.path.realpath(path) in protected:
             raise ValueError(

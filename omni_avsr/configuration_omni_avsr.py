@@ -385,7 +385,9 @@ class OmniAVSRConfig(PreTrainedConfig):
             names = ("audio_start_token_id", "audio_end_token_id", "video_start_token_id", "video_end_token_id",
                      "bos_token_id", "eos_token_id", "pad_token_id")
             ids = {name: getattr(self, name) for name in names if getattr(self, name) is not None}
-            ids.update({f"prompt_token_ids[{task!r}]": max(prompt) for task, prompt in self.prompt_token_ids.items() if prompt})
+            ids.update(
+                {f"prompt_token_ids[{task!r}]": max(prompt) for task, prompt in self.prompt_token_ids.items() if prompt}
+            )
             outside = [f"{name} {value}" for name, value in ids.items() if not 0 <= value < vocabulary]
             if outside:
                 raise ValueError(

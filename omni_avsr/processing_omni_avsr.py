@@ -143,7 +143,9 @@ class OmniAVSRProcessor(ProcessorMixin):
                 "<|VIDEO|>": (tokens.video_placeholder, config.video_token_id),
             }
             differences += [
-                f"{token} is id {ours} (processor) vs {theirs} (model)" for token, (ours, theirs) in ids.items() if ours != theirs
+                f"{token} is id {ours} (processor) vs {theirs} (model)"
+                for token, (ours, theirs) in ids.items()
+                if ours != theirs
             ]
         if differences:
             raise ValueError(
@@ -476,7 +478,11 @@ class OmniAVSRProcessor(ProcessorMixin):
     def _unrepresentable_text_error(self, text: str, name: str) -> ValueError:
         unknown_id = self.tokenizer.unk_token_id
         characters = sorted(
-            {character for character in text if unknown_id in self.tokenizer(character, add_special_tokens=False)["input_ids"]}
+            {
+                character
+                for character in text
+                if unknown_id in self.tokenizer(character, add_special_tokens=False)["input_ids"]
+            }
         )
         lowered = text.lower()
         hint = ""

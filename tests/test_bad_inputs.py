@@ -774,11 +774,13 @@ CASES = {
     "training script: --train_tasks outside --tasks": Case(
         lambda ws: training_script("run_speech_recognition.py", "--data_root", ws.root, "--output_dir", ws.root / "run",
                                    "--do_train", "--language_model", "lm.json", "--audio_encoder", "whisper.json",
-                                   "--video_encoder", "avhubert.json", "--tasks", "asr", "vsr", "--train_tasks", "avsr"),
+                                   "--video_encoder", "avhubert.json", "--tasks", "asr", "vsr",
+                                   "--train_tasks", "avsr"),
         1, ("--train_tasks ['avsr']: ['avsr'] not among the model's tasks ['asr', 'vsr'] (from --tasks)",),
     ),
     "training script: a transcript the tokenizer cannot represent": Case(
-        lambda ws: training_script("run_speech_recognition.py", "--model_name_or_path", ws.model, "--data_root", ws.root,
+        lambda ws: training_script("run_speech_recognition.py", "--model_name_or_path", ws.model,
+                                   "--data_root", ws.root,
                                    "--train_labels", ws.labels("lrs3,spk/0.mp4,5,1,ok\nlrs3,spk/1.mp4,5,1,BIN\n"),
                                    "--do_train", "--output_dir", ws.root / "run"), 1,
         ("{root}/labels/test.csv, line 2 ('BIN') has characters this tokenizer cannot represent: 'B', 'I', 'N'",
@@ -846,7 +848,8 @@ CASES = {
         ("{root}/nan: encoder/conv1/weight holds 7680 NaN or infinite value(s)",),
     ),
     "avhubert converter: weights that do not fit the checkpoint's config": Case(
-        lambda ws: partial(convert_avhubert, [str(ws.fairseq_avhubert("partial.pt", torch.ones(32))), str(ws.root / "OUT")]),
+        lambda ws: partial(convert_avhubert, [str(ws.fairseq_avhubert("partial.pt", torch.ones(32))),
+                                              str(ws.root / "OUT")]),
         1, ("{root}/partial.pt: its weights do not fit the model its config describes",
             "Missing key(s) in state_dict", "expected a checkpoint whose config and weights belong together"),
     ),

@@ -22,8 +22,9 @@ writes it: Omni-AVSR tokenises `text` with its language model's tokenizer and ne
 
 Folders under `--data-dir` may be symlinks (each real folder is read once). Clips are cropped by parallel worker
 processes. One that fails (no transcript, word timings out of order, unreadable, too short, no face) is listed in
-the failures file, its reason naming the transcript's line where one is at fault, and the run goes on. A rerun skips the clips the progress file lists as finished and
-retries the failed ones; the label file is rewritten at the end of every run, also an interrupted one.
+the failures file, its reason naming the transcript's line where one is at fault, and the run goes on. A rerun
+skips the clips the progress file lists as finished and retries the failed ones; the label file is rewritten at the
+end of every run, also an interrupted one.
 """
 
 import argparse
