@@ -24,7 +24,10 @@ def start_run(data_args: DataArguments, training_args: TrainingArguments) -> Non
 
 def check_label_texts(processor, data_args: DataArguments, label_files: list[str]) -> None:
     """Refuse, before training starts, a transcript of `label_files` that the processor's tokenizer cannot represent,
-    naming its file and line: it would train on `<unk>` labels to the end without a word."""
+    naming its file and line: it would train on `<unk>` labels to the end without a word. A tokenizer without an
+    unknown token (byte-level: Llama 3, Qwen2) represents every text, and is not run over the labels."""
+    if processor.tokenizer.unk_token_id is None:
+        return
     for label_file in label_files:
         rows = list(read_label_texts(data_args.data_root, label_file, data_args.lowercase_text))
         if rows:
