@@ -88,11 +88,11 @@ def check_crop_paths(input_path: str, output_path: str | os.PathLike) -> Path:
     protected = {
         os.path.realpath(input_path): "the input", os.path.realpath(own_audio): f"the input's audio {own_audio}"
     }
-    for path in (output_path, output_path.with_suffix(".wav")):
+    for path, written in ((output_path, ""), (output_path.with_suffix(".wav"), " with the .wav written beside it")):
         if os.path.realpath(path) in protected:
             raise ValueError(
-                f"OUT {output_path} would overwrite {protected[os.path.realpath(path)]} ({path} is written with it); "
-                "expected an output path whose video and .wav are neither the input nor its audio."
+                f"OUT {output_path} would overwrite {protected[os.path.realpath(path)]}{written}; expected an output "
+                "path whose video and .wav are neither the input nor its audio."
             )
     if output_path.suffix.lower() in AUDIO_EXTENSIONS:
         raise ValueError(f"OUT {output_path} is an audio file name; expected a video path (.mp4), its .wav beside it.")

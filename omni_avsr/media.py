@@ -364,7 +364,7 @@ def _decode_frames_with_pyav(path: str, grayscale: bool, max_frames: int | None,
                 # landscape frames and a 90° rotation).
                 image = np.rot90(frame.to_ndarray(format="rgb24"), k=round(frame.rotation / 90) % 4)
                 image = _shrink(image[None], max_side)[0]
-                frames.append(_to_grayscale(image) if grayscale else np.ascontiguousarray(image))
+                frames.append(_to_grayscale(image) if grayscale else image)
                 times.append(time)
     except av.error.FFmpegError as error:
         raise ValueError(f"Could not decode video from {path}: {error}") from error
