@@ -18,6 +18,7 @@ reader is evaluated on another corpus with `--model_name_or_path FOLDER --do_pre
 
 import json
 import logging
+import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -27,7 +28,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import TrainerCallback, WhisperFeatureExtractor
 
-from omni_avsr.command_line import write_text_atomically
+from omni_avsr.command_line import run_script, write_text_atomically
 from omni_avsr.configuration_avhubert import AVHubertVideoConfig
 from omni_avsr.data.collator import OmniAVSRDataCollator
 from omni_avsr.modeling_avhubert import AVHubertForCTC
@@ -39,7 +40,13 @@ from omni_avsr.training.arguments import (
     parse_recipe_and_flags,
 )
 from omni_avsr.training.checkpoints import checkpoint_to_resume
-from omni_avsr.training.datasets import load_test_dataset, load_train_dataset, start_run, test_data_root
+from omni_avsr.training.datasets import (
+    check_label_texts,
+    load_test_dataset,
+    load_train_dataset,
+    start_run,
+    test_data_root,
+)
 from omni_avsr.training.evaluation import word_error_rate
 from omni_avsr.training.tokenizer import train_bpe_tokenizer
 from omni_avsr.training.trainer import OmniAVSRTrainer
@@ -148,6 +155,8 @@ def main():
         callbacks.append(
             LipReadingCurve(processor, test_dataset, data_args.decode_batch_size, training_args.output_dir)
         )
+    if training_args.do_train:
+        check_label_texts(processor, data_args, data_args.train_labels)
 
     trainer = OmniAVSRTrainer(
         model=model,
@@ -175,4 +184,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_script(main, "run_lip_reading_ctc.py"))

@@ -23,11 +23,12 @@ wer_vs_tokens.png into --output_dir.
 
 import json
 import logging
+import sys
 from pathlib import Path
 
-from omni_avsr.command_line import write_text_atomically
+from omni_avsr.command_line import run_script, write_text_atomically
 from omni_avsr.data.collator import OmniAVSRDataCollator
-from omni_avsr.configuration_omni_avsr import TASK_MODALITIES, OmniAVSRConfig
+from omni_avsr.configuration_omni_avsr import TASK_MODALITIES, TASKS, OmniAVSRConfig
 from omni_avsr.data.lrs import load_lrs_dataset
 from omni_avsr.media import load_audio
 from omni_avsr.training.arguments import (
@@ -39,6 +40,7 @@ from omni_avsr.training.arguments import (
 from omni_avsr.training.assembly import build_model_and_processor
 from omni_avsr.training.checkpoints import checkpoint_to_resume
 from omni_avsr.training.datasets import (
+    check_label_texts,
     load_test_dataset,
     load_train_dataset,
     start_run,
@@ -64,12 +66,35 @@ def model_modalities(model_args: ModelArguments) -> tuple[str, ...]:
     return tuple(modality for modality, source in sources.items() if source is not None)
 
 
+def check_train_tasks(model_args: ModelArguments, train_tasks: list[str] | None, modalities: tuple[str, ...]) -> None:
+    """Refuse `--train_tasks` the model will not have (its folder's tasks, `--tasks`, or those its encoders allow)
+    before any work, rather than at the first training step."""
+    if not train_tasks:
+        return
+    if model_args.model_name_or_path is not None:
+        source = model_args.model_name_or_path
+        tasks = OmniAVSRConfig.from_pretrained(source).tasks
+    elif model_args.tasks is not None:
+        tasks, source = model_args.tasks, "--tasks"
+    else:
+        tasks = [task for task in TASKS if set(TASK_MODALITIES[task]) <= set(modalities)]
+        source = "the encoders given (--audio_encoder, --video_encoder)"
+    extra = [task for task in train_tasks if task not in tasks]
+    if extra:
+        raise ValueError(
+            f"--train_tasks {train_tasks}: {extra} not among the model's tasks {list(tasks)} (from {source}); expected "
+            "some of them."
+        )
+
+
 def main():
     model_args, data_args, training_args = parse_recipe_and_flags(
         (ModelArguments, DataArguments, OmniAVSRTrainingArguments)
     )
     start_run(data_args, training_args)
     used = model_modalities(model_args)
+    if training_args.do_train:
+        check_train_tasks(model_args, training_args.train_tasks, used)
 
     train_dataset = None
     if training_args.do_train:
@@ -84,6 +109,10 @@ def main():
     model, processor = build_model_and_processor(model_args, training_texts)
     if train_dataset is not None:
         processor.segment_seconds = training_segment_seconds(train_dataset)
+    evaluates = data_args.eval_labels is not None and (training_args.do_eval or training_args.eval_strategy != "no")
+    # The transcripts that become labels: one the tokenizer cannot represent is refused now, naming its line.
+    label_files = data_args.train_labels if training_args.do_train else []
+    check_label_texts(processor, data_args, [*label_files, *([data_args.eval_labels] if evaluates else [])])
     # bitsandbytes quantises when the weights reach their device: move the model there first.
     quantize_language_model(model.to(training_args.device), model_args.quantize_language_model)
     logger.info(
@@ -100,8 +129,10 @@ def main():
         logger.info("The video encoder is frozen and its input not augmented: each clip is encoded once per run.")
 
     eval_dataset = None
-    if data_args.eval_labels is not None and (training_args.do_eval or training_args.eval_strategy != "no"):
-        eval_dataset = load_lrs_dataset(data_args.data_root, data_args.eval_labels, modalities=used)
+    if evaluates:
+        eval_dataset = load_lrs_dataset(
+            data_args.data_root, data_args.eval_labels, modalities=used, lowercase=data_args.lowercase_text
+        )
 
     trainer = OmniAVSRTrainer(
         model=model,
@@ -156,4 +187,4 @@ def predict(model, processor, data_args: DataArguments, training_args, used_moda
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_script(main, "run_speech_recognition.py"))

@@ -13,7 +13,7 @@ from transformers import AutoModelForSpeechSeq2Seq, AutoProcessor
 from transformers.utils import logging as transformers_logging
 
 from . import long_form
-from .command_line import EXPECTED_ERRORS, report_error
+from .command_line import EXPECTED_ERRORS, add_debug_flag, check_crop_paths, report_error
 from .configuration_omni_avsr import TASK_MODALITIES, TASKS
 from .media import check_media_file
 from .pipeline_omni_avsr import AudioVisualSpeechRecognitionPipeline, media_in_file
@@ -51,7 +51,10 @@ CROP_DESCRIPTION = """\
 Crop the speaker's mouth out of a face video: OUT is a 96×96, 25 fps mouth video (RGB, H.264) and, when the
 input has audio, OUT's .wav beside it (16 kHz mono): the layout of auto-avsr's preprocessing and of LRS2/LRS3
 as the recipes read them. The face is found in every frame (the largest one; frames without a face are
-interpolated), aligned to a reference face and cropped around the mouth. Needs pip install 'omni-avsr[crop]'."""
+interpolated), aligned to a reference face and cropped around the mouth. Needs pip install 'omni-avsr[crop]'.
+
+OUT and its .wav replace files of those names; for a silent input an earlier OUT's .wav is removed, so that
+no stale audio is paired with the new video. OUT may be neither the input nor its .wav, nor write over them."""
 
 APP_DESCRIPTION = """\
 Serve a web page (Gradio: pip install 'omni-avsr[app]') to try a model: upload or record a video or audio clip,
@@ -78,6 +81,9 @@ output may not be one of the inputs (nor a video's sibling .wav), and an existin
 results file is refused, never overwritten. A long file also gets a line per segment as soon as the segment is
 done, so an interrupted long file resumes at its last finished segment; its own line, with its "chunks" (segment
 times and texts), follows when it is done. Subtitles are written next to --output (else next to the file)."""
+
+
+LOADING_REPORT_LOGGERS = ("modeling_utils", "distributed.tensor_parallel")
 
 
 class OneLineErrorParser(argparse.ArgumentParser):
@@ -134,6 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
     option("--device", help="cpu, cuda, cuda:1, ... (default: the first GPU if any, else cpu)")
     option("--max-upload-mb", type=positive_int, default=100, metavar="MB", help="largest upload (default: 100)")
     option("--export-space", metavar="DIR", help="write a Hugging Face Space folder serving --model (a Hub id) instead")
+    for command in (transcribe, crop, app):
+        add_debug_flag(command)
     return parser
 
 
@@ -350,10 +358,12 @@ def _load_model_and_processor(name: str):
             "org/Omni-AVSR-ST)."
         )
     # transformers logs a table of weights the folder lacks or has in excess; the pipeline refuses such a folder in
-    # one line that names them.
-    report_logger = logging.getLogger("transformers.modeling_utils")
-    level = report_logger.level
-    report_logger.setLevel(logging.ERROR)
+    # one line that names them. At that log level transformers also checks a tensor-parallel plan and lists every
+    # layer "not sharded" (7 KB for one file), through a logger of its own.
+    report_loggers = [logging.getLogger(f"transformers.{name}") for name in LOADING_REPORT_LOGGERS]
+    levels = [report_logger.level for report_logger in report_loggers]
+    for report_logger in report_loggers:
+        report_logger.setLevel(logging.ERROR)
     try:
         model = AutoModelForSpeechSeq2Seq.from_pretrained(name).eval()
     except SafetensorError as error:
@@ -362,7 +372,8 @@ def _load_model_and_processor(name: str):
             "download cut short?)."
         ) from error
     finally:
-        report_logger.setLevel(level)
+        for report_logger, level in zip(report_loggers, levels):
+            report_logger.setLevel(level)
     try:
         processor = AutoProcessor.from_pretrained(name)
     except (*EXPECTED_ERRORS, TypeError) as error:
@@ -379,8 +390,7 @@ def _load_model_and_processor(name: str):
 
 
 def crop(args: argparse.Namespace) -> None:
-    if not os.path.isfile(args.input):
-        raise FileNotFoundError(f"Media file not found: {args.input}")
+    check_crop_paths(args.input, args.output)
     from .cropping.mouth_video import crop_video_file  # the optional `crop` extra: imported when asked for
 
     crops, audio_path = crop_video_file(args.input, args.output)
@@ -427,7 +437,7 @@ def main(argv: list[str] | None = None) -> int:
         failed = transcribe(args)
     except EXPECTED_ERRORS as error:
         # Bad input (a file, a task, a rate, a model folder) or a missing extra: one line that names it.
-        return report_error("omni-avsr", error)
+        return report_error("omni-avsr", error, args.debug)
     if failed and len(args.files) > 1:
         where = f"; the others are in {args.output}" if args.output else ""
         return report_error("omni-avsr", ValueError(f"{failed} of {len(args.files)} files failed (see above){where}."))

@@ -378,6 +378,23 @@ class OmniAVSRConfig(PreTrainedConfig):
                 f"OmniAVSRConfig has no {', '.join(missing) or 'prompt_token_ids'}: call "
                 "config.set_token_ids(processor.tokenizer) (a converted or saved Omni-AVSR folder has them)."
             )
+        # The ids the model embeds itself (markers, BOS/EOS/pad, prompts) must be rows of the LM's embeddings; only the
+        # placeholders, replaced by media before the LM, may lie past them.
+        vocabulary = getattr(self.text_config, "vocab_size", None)
+        if vocabulary is not None:
+            names = ("audio_start_token_id", "audio_end_token_id", "video_start_token_id", "video_end_token_id",
+                     "bos_token_id", "eos_token_id", "pad_token_id")
+            ids = {name: getattr(self, name) for name in names if getattr(self, name) is not None}
+            ids.update(
+                {f"prompt_token_ids[{task!r}]": max(prompt) for task, prompt in self.prompt_token_ids.items() if prompt}
+            )
+            outside = [f"{name} {value}" for name, value in ids.items() if not 0 <= value < vocabulary]
+            if outside:
+                raise ValueError(
+                    f"OmniAVSRConfig: {', '.join(outside)} outside the language model's vocabulary (0 to "
+                    f"{vocabulary - 1}); expected the ids of the tokenizer its embeddings were made for "
+                    "(config.set_token_ids(tokenizer) with that tokenizer)."
+                )
 
     def sequence_tokens(self) -> SequenceTokens:
         """The ids of this model's sequences (set by `set_token_ids`)."""

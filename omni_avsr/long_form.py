@@ -18,7 +18,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from .configuration_omni_avsr import TASK_MODALITIES
-from .media import MAX_CLIP_SECONDS, SAMPLES_PER_FRAME, VIDEO_FPS
+from .media import MAX_CLIP_SECONDS, MIN_CLIP_SECONDS, SAMPLES_PER_FRAME, VIDEO_FPS
 from .media_stream import MediaStream, SegmentMedia
 from .segmentation import Segment, check_segment_seconds, fixed_windows, speech_segments
 
@@ -97,7 +97,11 @@ def chunk_key(timestamp) -> tuple[float, float]:
 
 
 def _pending(plan: list[Segment], done: dict | None) -> list[Segment]:
-    return [segment for segment in plan if chunk_key((segment.start, segment.end)) not in (done or {})]
+    """The segments still to transcribe; one shorter than a clip can be (the tail of a fixed window) holds no word."""
+    return [
+        segment for segment in plan
+        if segment.duration >= MIN_CLIP_SECONDS and chunk_key((segment.start, segment.end)) not in (done or {})
+    ]
 
 
 def _items(media: Iterator[SegmentMedia], task: str, source: str | None) -> Iterator[dict]:

@@ -22,10 +22,19 @@ SAMPLES_PER_FRAME = 640  # SAMPLING_RATE / VIDEO_FPS: one video frame spans 640 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".m4a")
 MAX_DURATION_MISMATCH_S = 1.0
 MAX_MOUTH_CROP_SIDE = 128
+MAX_FACE_FRAME_SIDE = 1920
+"""Face video to be cropped is decoded at most this large (full HD): larger frames are shrunk while decoding, by the
+smallest whole factor that brings their longest side to it, so that a 4K clip does not need 4 times the memory of a
+1080p one (30 s of 4K in RGB is 18.7 GB). The mouth crops keep nothing a 1080p frame lacks: the model reads 88×88
+crops, made from LRS3's 224×224 face tracks."""
 CROP_EXTRA = "pip install 'omni-avsr[crop]'"
 MAX_CLIP_SECONDS = 30.0
 """The longest clip Omni-AVSR transcribes: the Whisper encoder's window (480,000 samples at 16 kHz). Video-only clips
 are held to the same limit (750 frames at 25 fps), so that every task accepts the same clips."""
+TIMESTAMP_SLACK_S = 1e-3  # frame timestamps are rounded to the container's time base
+MIN_CLIP_SECONDS = 0.1
+"""The shortest clip transcribed, audio or video (3 frames at 25 fps): no word is shorter, so a shorter input (one
+sample, one frame) is a mistake, not a clip, and the model would still write a transcript for it."""
 # A container's announced duration may be off by a few frames: only a clearly longer one is refused before decoding;
 # the decoded length is then checked exactly.
 _DURATION_METADATA_SLACK_S = 1.0
@@ -62,6 +71,7 @@ def load_clip(
     grayscale: bool = True,
     crop_mouth: bool | str = "auto",
     max_seconds: float | None = MAX_CLIP_SECONDS,
+    max_frame_side: int | None = None,
 ) -> Clip:
     """Decode a clip the way the reference recipe feeds it to the model.
 
@@ -78,6 +88,10 @@ def load_clip(
     Clips longer than `max_seconds` (default: `MAX_CLIP_SECONDS`, the model's window) are refused, from the
     container's announced duration before anything is decoded and exactly while decoding, which stops there; `None`
     decodes any length.
+
+    Frames longer than `max_frame_side` pixels on a side are shrunk while decoding by a whole factor (each pixel the
+    mean of a block); by default face video that is cropped here is held to `MAX_FACE_FRAME_SIDE`, other frames are
+    decoded at their own size.
 
     Raises:
         FileNotFoundError: the file does not exist.
@@ -96,7 +110,9 @@ def load_clip(
     if path.lower().endswith(AUDIO_EXTENSIONS):
         return Clip(path=path, audio=load_audio(path, max_seconds=max_seconds) if audio else None, frames=None, fps=None)
 
-    frames = _decode_frames(path, grayscale, max_seconds) if video else None
+    if max_frame_side is None and crop_mouth is not False:
+        max_frame_side = MAX_FACE_FRAME_SIDE  # mouth crops are far smaller: only face video is shrunk
+    frames = _decode_frames(path, grayscale, max_seconds, max_frame_side) if video else None
     if frames is not None and (crop_mouth is True or (crop_mouth == "auto" and not is_mouth_crop(*frames.shape[1:3]))):
         frames = crop_mouths(frames, path)
     waveform = load_audio(path, max_seconds=max_seconds) if audio else None
@@ -276,19 +292,20 @@ def crop_mouths(frames: np.ndarray, path: str) -> np.ndarray:
     return cropping.crop_mouths(frames, source=path)
 
 
-def _decode_frames(path: str, grayscale: bool, max_seconds: float | None) -> np.ndarray:
-    """25 fps frames; with `max_seconds`, a longer video is refused from its announced duration, else as soon as
-    decoding passes the limit, so that a long or large video is never decoded whole."""
+def _decode_frames(path: str, grayscale: bool, max_seconds: float | None, max_side: int | None = None) -> np.ndarray:
+    """25 fps frames, upright, shrunk to at most `max_side` pixels a side; with `max_seconds`, a longer video is refused
+    from its announced duration, else as soon as decoding passes the limit, so that a long or large video is never
+    decoded whole."""
     max_frames = None
     if max_seconds is not None:
         _check_announced_duration(path, _announced_stream_seconds(path, "video"), max_seconds)
         max_frames = int(max_seconds * VIDEO_FPS + 1e-6)
     try:
-        return _decode_frames_with_decord(path, grayscale, max_frames)
+        return _decode_frames_with_decord(path, grayscale, max_frames, max_side)
     except _ClipTooLong:
         raise
     except Exception:  # decord missing or failing (it raises RuntimeError or DECORDError): PyAV gets the last word
-        return _decode_frames_with_pyav(path, grayscale, max_frames)
+        return _decode_frames_with_pyav(path, grayscale, max_frames, max_side)
 
 
 class _ClipTooLong(ValueError):
@@ -304,31 +321,37 @@ def _to_grayscale(frames: np.ndarray) -> np.ndarray:
     return np.rint(luma, out=luma).astype(np.uint8)
 
 
-# Frames converted to grayscale per chunk: the RGB copy of a whole 720p clip would be 2 GB at 30 s.
+# Decoded frames held at once before they are converted (grayscale, shrunk): 64 frames of a 224×224 face track,
+# 2 of a 1080p frame, 1 of a 4K one (25 MB).
 _DECODE_CHUNK_FRAMES = 64
+_DECODE_CHUNK_BYTES = 16 * 2**20
 
 
-def _decode_frames_with_decord(path: str, grayscale: bool, max_frames: int | None) -> np.ndarray:
+def _decode_frames_with_decord(path: str, grayscale: bool, max_frames: int | None, max_side: int | None) -> np.ndarray:
     import decord
 
-    # One decoding thread per clip: DataLoader workers provide the parallelism.
+    # One decoding thread per clip: DataLoader workers provide the parallelism. decord turns frames upright itself.
     reader = decord.VideoReader(path, num_threads=1)
     if len(reader) == 0:
         raise RuntimeError(f"decord found no frames in {path}")
-    indices = _frame_indices_at_target_fps(len(reader), reader.get_avg_fps(), path)
+    timestamps = reader.get_frame_timestamp(range(len(reader)))[:, 0]
+    indices = _frame_indices_at_target_fps(len(reader), reader.get_avg_fps(), path, timestamps)
     if max_frames is not None and len(indices) > max_frames:
         raise _clip_too_long(path, max_frames / VIDEO_FPS, len(indices) / VIDEO_FPS)
-    frames = None
-    for start in range(0, len(indices), _DECODE_CHUNK_FRAMES):
-        chunk = reader.get_batch(indices[start : start + _DECODE_CHUNK_FRAMES]).asnumpy()
-        chunk = _to_grayscale(chunk) if grayscale else chunk
+    frames, start, chunk_frames = None, 0, 1
+    while start < len(indices):
+        chunk = reader.get_batch(indices[start : start + chunk_frames]).asnumpy()
+        if frames is None:
+            chunk_frames = int(np.clip(_DECODE_CHUNK_BYTES // chunk[0].nbytes, 1, _DECODE_CHUNK_FRAMES))
+        chunk = _to_grayscale(_shrink(chunk, max_side)) if grayscale else _shrink(chunk, max_side)
         if frames is None:
             frames = np.empty((len(indices), *chunk.shape[1:]), dtype=np.uint8)
         frames[start : start + len(chunk)] = chunk
+        start += len(chunk)
     return frames
 
 
-def _decode_frames_with_pyav(path: str, grayscale: bool, max_frames: int | None) -> np.ndarray:
+def _decode_frames_with_pyav(path: str, grayscale: bool, max_frames: int | None, max_side: int | None) -> np.ndarray:
     try:
         with av.open(path) as container:
             if not container.streams.video:
@@ -336,28 +359,65 @@ def _decode_frames_with_pyav(path: str, grayscale: bool, max_frames: int | None)
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"
             fps = float(stream.average_rate or stream.guessed_rate or 0)
-            # Source frames that can still fit in `max_frames` at 25 fps (with a frame to spare for rounding).
-            max_source_frames = None
-            if max_frames is not None:
-                max_source_frames = int(np.ceil((max_frames + 1) * (fps or VIDEO_FPS) / VIDEO_FPS)) + 1
-            frames = []
+            frames, times = [], []
             for frame in container.decode(stream):
-                if max_source_frames is not None and len(frames) == max_source_frames:
+                time = frame.time if frame.time is not None else len(frames) / (fps or VIDEO_FPS)
+                # A frame shown past the window and the frame after it: the clip is too long, whatever follows.
+                if max_frames is not None and times and time - times[0] > (max_frames + 1) / VIDEO_FPS + 1e-6:
                     raise _clip_too_long(path, max_frames / VIDEO_FPS)
-                image = frame.to_ndarray(format="rgb24")
+                image = _shrink(upright_rgb(frame)[None], max_side)[0]
                 frames.append(_to_grayscale(image) if grayscale else image)
+                times.append(time)
     except av.error.FFmpegError as error:
         raise ValueError(f"Could not decode video from {path}: {error}") from error
     if not frames:
         raise ValueError(f"{path} contains no video frames.")
-    indices = _frame_indices_at_target_fps(len(frames), fps, path)
+    indices = _frame_indices_at_target_fps(len(frames), fps, path, np.array(times))
     if max_frames is not None and len(indices) > max_frames:
         raise _clip_too_long(path, max_frames / VIDEO_FPS, len(indices) / VIDEO_FPS)
     return np.stack([frames[index] for index in indices])
 
 
-def _frame_indices_at_target_fps(num_frames: int, fps: float, path: str) -> np.ndarray:
-    """Indices of the source frames shown at each 25 fps instant, preserving the clip's duration."""
+def upright_rgb(frame: av.VideoFrame) -> np.ndarray:
+    """A decoded frame as RGB, turned upright by its display matrix, as decord does (a phone held upright records
+    landscape frames and a 90° rotation)."""
+    return np.rot90(frame.to_ndarray(format="rgb24"), k=round(frame.rotation / 90) % 4)
+
+
+def _shrink(frames: np.ndarray, max_side: int | None) -> np.ndarray:
+    """Frames (n, height, width[, 3]) shrunk by the smallest whole factor that makes both sides at most `max_side`,
+    each pixel the mean of a factor × factor block (area interpolation at a whole factor: no aliasing, no library);
+    a remainder of rows or columns that fills no block is dropped."""
+    factor = -(-max(frames.shape[1:3]) // max_side) if max_side else 1
+    if factor <= 1:
+        return frames
+    height, width = frames.shape[1] // factor, frames.shape[2] // factor
+    blocks = frames[:, : height * factor, : width * factor].reshape(
+        len(frames), height, factor, width, factor, *frames.shape[3:]
+    )
+    # Whole-number sums (a block of 16 × 16 pixels of 255 fits 16 bits), rounded to the nearest mean in place.
+    sums = blocks.sum(axis=(2, 4), dtype=np.uint16 if factor <= 16 else np.uint32)
+    sums += factor * factor // 2
+    sums //= factor * factor
+    return sums.astype(np.uint8)
+
+
+def _frame_indices_at_target_fps(
+    num_frames: int, fps: float, path: str, timestamps: np.ndarray | None = None
+) -> np.ndarray:
+    """Indices of the source frames shown at each 25 fps instant, preserving the clip's duration.
+
+    With the frames' presentation timestamps (seconds, in display order), the frame at instant k / 25 is the last one
+    shown by then, and the clip lasts until the last frame's start plus the interval before it: a variable frame rate
+    (a phone's, which drops frames in low light) stays aligned with the audio, where a constant average rate drifted up
+    to a second from it. Timestamps that are missing or out of order fall back to frames evenly spaced at `fps`.
+    """
+    if timestamps is not None and len(timestamps) == num_frames and num_frames > 1:
+        times = np.asarray(timestamps, dtype=np.float64) - timestamps[0]
+        if np.all(np.isfinite(times)) and np.all(np.diff(times) > 0):
+            duration = times[-1] + (times[-1] - times[-2])
+            instants = np.arange(max(1, round(duration * VIDEO_FPS))) / VIDEO_FPS
+            return np.searchsorted(times, instants + TIMESTAMP_SLACK_S, side="right") - 1
     if not fps > 0:
         warnings.warn(f"{path} reports no frame rate; assuming {VIDEO_FPS:g} fps.", stacklevel=5)
         fps = VIDEO_FPS

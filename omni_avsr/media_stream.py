@@ -25,15 +25,19 @@ import soxr
 from .media import (
     AUDIO_EXTENSIONS,
     CROP_EXTRA,
+    MAX_FACE_FRAME_SIDE,
     SAMPLES_PER_FRAME,
     SAMPLING_RATE,
+    TIMESTAMP_SLACK_S,
     VIDEO_FPS,
     _announced_audio_seconds,
     _announced_stream_seconds,
     _check_wav_is_complete,
+    _shrink,
     _to_grayscale,
     check_media_file,
     is_mouth_crop,
+    upright_rgb,
 )
 from .segmentation import Segment
 
@@ -175,14 +179,16 @@ class MediaStream:
         return self.crop_mouth is True or (self.crop_mouth == "auto" and not is_mouth_crop(*shape[1:3]))
 
     def _raw_frames(self) -> Iterator[np.ndarray]:
-        """Decoded frames at 25 fps by presentation time: each 40 ms instant shows the frame on screen then (the first
-        frame's time is 0, as the audio's first sample)."""
+        """Decoded frames at 25 fps by presentation time, by `load_clip`'s rule: the frame at instant k / 25 is the last
+        one shown by then (the first frame's time is 0, as the audio's first sample), and the video lasts until its
+        last frame's start plus the interval before it. Frames are turned upright and face video beyond full HD is
+        shrunk, as `load_clip` does."""
         try:
             with av.open(self.path) as container:
                 stream = container.streams.video[0]
                 stream.thread_type = "AUTO"
-                frame_seconds = 1 / float(stream.average_rate or VIDEO_FPS)
-                chunk, shown, start, time, target = [], None, None, 0.0, 0
+                interval = 1 / float(stream.average_rate or VIDEO_FPS)
+                chunk, shown, start, time, target = [], None, None, -interval, 0
                 for packet in container.demux(stream):
                     try:
                         decoded = packet.decode()
@@ -190,13 +196,16 @@ class MediaStream:
                         self._packet_fault(packet, "undecodable video (the last frame held)")
                         continue
                     for frame in decoded:
+                        previous = time
                         if frame.time is None:
-                            time += frame_seconds
+                            time += interval
                         else:
                             start = frame.time if start is None else start
                             time = frame.time - start
-                        image = _to_grayscale(frame.to_ndarray(format="rgb24"))
-                        while target / VIDEO_FPS < time - 1e-6:  # instants before this frame show the previous one
+                        interval = time - previous if shown is not None and time > previous else interval
+                        image = _to_grayscale(_shrink(upright_rgb(frame)[None], MAX_FACE_FRAME_SIDE)[0])
+                        # Instants before this frame's time show the frame before it (the first frame, before any).
+                        while target / VIDEO_FPS + TIMESTAMP_SLACK_S < time:
                             chunk.append(image if shown is None else shown)
                             target += 1
                         shown = image
@@ -205,7 +214,7 @@ class MediaStream:
                             chunk = []
                 if shown is None:
                     raise ValueError(f"{self.path} contains no video frames.")
-                while target / VIDEO_FPS < time + frame_seconds - 1e-6:  # the last frame stays on screen its duration
+                while target / VIDEO_FPS + TIMESTAMP_SLACK_S < time + interval:
                     chunk.append(shown)
                     target += 1
                 yield np.stack(chunk)

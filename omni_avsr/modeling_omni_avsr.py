@@ -284,6 +284,13 @@ class OmniAVSRModel(OmniAVSRPreTrainedModel):
                     f"bins, {expected_frames}) ({expected_frames // 100} s, longer audio does not fit its window). Use "
                     "the processor, which pads every clip to the window and rejects longer ones."
                 )
+            mel_bins = self.config.audio_config.num_mel_bins
+            if input_features.shape[1] != mel_bins:
+                raise ValueError(
+                    f"input_features has {input_features.shape[1]} mel bins; this model's audio encoder reads "
+                    f"{mel_bins}. Expected the features of this model's processor (a feature extractor with "
+                    f"feature_size={mel_bins})."
+                )
             if input_features_mask is None:
                 raise ValueError(
                     "input_features_mask is required with input_features: it tells how much of the 30 s Whisper "
@@ -1046,11 +1053,20 @@ class OmniAVSRForConditionalGeneration(OmniAVSRPreTrainedModel, GenerationMixin)
 
     def _check_generate_inputs(self, input_ids, inputs_embeds, media: dict, generate_kwargs: dict) -> None:
         """What `generate` refuses before any work (inputs from the processor pass): non-finite media or embeddings,
-        prompts and masks that disagree with each other or the media, ids outside the vocabulary, beam counts that
-        are not whole numbers ≥ 1. Reading values syncs with the device once per call, never in training."""
+        a clip whose mask marks no frame (it would be transcribed from padding alone), prompts and masks that disagree
+        with each other or the media, ids outside the vocabulary, beam counts that are not whole numbers ≥ 1. Reading
+        values syncs with the device once per call, never in training."""
         for name, values in (*media.items(), ("inputs_embeds", inputs_embeds)):
             if values is not None and values.is_floating_point():
                 check_finite(name, values)
+        for name in ("input_features_mask", "video_mask"):
+            if media[name] is not None and media[name].ndim == 2:
+                empty = (media[name].sum(-1) == 0).nonzero().flatten().tolist()
+                if empty:
+                    raise ValueError(
+                        f"{name} marks no frame of clip(s) {empty}; expected at least one frame per clip (a clip "
+                        "without media has nothing to transcribe)."
+                    )
         prompt_name, prompt = ("input_ids", input_ids) if input_ids is not None else ("inputs_embeds", inputs_embeds)
         if prompt is not None:
             if prompt.shape[0] == 0:

@@ -108,8 +108,10 @@ class AudioVisualSpeechRecognitionPipeline(AutomaticSpeechRecognitionPipeline):
                 "Omni-AVSR pipelines need the model's OmniAVSRProcessor: pass `processor=` or load the pipeline from a "
                 "folder or Hub repository that holds `processor_config.json`."
             )
-        # A folder whose config does not describe its weights would transcribe with random ones.
+        # A folder whose config does not describe its weights would transcribe with random ones, and a processor that
+        # is not the model's would pick rates and tasks the model refuses.
         model.check_weights_loaded()
+        processor.check_model(model.config, model.name_or_path or type(model).__name__)
         # The processor holds the tokenizer and the feature extractor `pipeline()` may also have loaded.
         kwargs.pop("tokenizer", None)
         kwargs.pop("feature_extractor", None)
@@ -121,6 +123,12 @@ class AudioVisualSpeechRecognitionPipeline(AutomaticSpeechRecognitionPipeline):
         # check, which does not apply to lists.
         self.tokenizer = processor.tokenizer
         self.feature_extractor = None
+
+    def __call__(self, inputs, **kwargs):
+        if isinstance(inputs, (list, tuple)) and not inputs:
+            # The stock pipeline reads `inputs[0]` and fails with an IndexError.
+            raise ValueError("The pipeline got an empty list of inputs; expected at least one media file or input.")
+        return super().__call__(inputs, **kwargs)
 
     def _sanitize_parameters(
         self,
@@ -244,7 +252,7 @@ class AudioVisualSpeechRecognitionPipeline(AutomaticSpeechRecognitionPipeline):
         if frames is not None:
             self.processor.prepare_frames(frames, frames_name)
         if audio is not None:
-            audio = self.processor.prepare_audio(audio, sampling_rate, resample=True, name=audio_name)
+            audio = self.processor.prepare_audio(audio, sampling_rate, resample=True, name=audio_name, task=task)
             if frames is not None:
                 audio = align_audio_to_frames(audio, len(frames), audio_name)
             check_clip_duration(audio_name, len(audio) / SAMPLING_RATE)

@@ -27,6 +27,7 @@ from .configuration_omni_avsr import (
 )
 from .media import (
     MAX_CLIP_SECONDS,
+    MIN_CLIP_SECONDS,
     SAMPLING_RATE,
     VIDEO_FPS,
     align_audio_to_frames,
@@ -125,6 +126,42 @@ class OmniAVSRProcessor(ProcessorMixin):
             **kwargs,
         )
 
+    def check_model(self, config, source: str) -> None:
+        """Refuse to serve a model (its `OmniAVSRConfig`) this processor does not describe: other rates or tasks (the
+        processor would default to a rate or task the model refuses, one the user never asked for), another number
+        of mel bins than the audio encoder reads, or other marker and placeholder ids. `source` names the folder."""
+        differences = []
+        for modality in ("audio", "video"):
+            ours, theirs = sorted(getattr(self, f"{modality}_rates")), sorted(config.rates(modality))
+            if config.has_modality(modality) and ours != theirs:
+                differences.append(f"{modality} rates {ours} (processor) vs {theirs} (model)")
+        if sorted(self.tasks) != sorted(config.tasks):
+            differences.append(f"tasks {self.tasks} (processor) vs {list(config.tasks)} (model)")
+        mel_bins = getattr(self.feature_extractor, "feature_size", None)
+        if config.has_modality("audio") and mel_bins != config.audio_config.num_mel_bins:
+            differences.append(f"{mel_bins} mel bins (processor) vs {config.audio_config.num_mel_bins} (audio encoder)")
+        if config.audio_token_id is not None:
+            tokens = self.sequence_tokens
+            ids = {
+                "<audio>": (tokens.audio_start, config.audio_start_token_id),
+                "</audio>": (tokens.audio_end, config.audio_end_token_id),
+                "<video>": (tokens.video_start, config.video_start_token_id),
+                "</video>": (tokens.video_end, config.video_end_token_id),
+                "<|AUDIO|>": (tokens.audio_placeholder, config.audio_token_id),
+                "<|VIDEO|>": (tokens.video_placeholder, config.video_token_id),
+            }
+            differences += [
+                f"{token} is id {ours} (processor) vs {theirs} (model)"
+                for token, (ours, theirs) in ids.items()
+                if ours != theirs
+            ]
+        if differences:
+            raise ValueError(
+                f"{source}: its processor (processor_config.json and tokenizer) and its model (config.json) disagree: "
+                f"{'; '.join(differences)}. Expected the processor saved with this model "
+                "(OmniAVSRProcessor.for_model(config, feature_extractor, tokenizer) makes one)."
+            )
+
     @staticmethod
     def prepare_tokenizer(tokenizer):
         """Add the Omni-AVSR markers, placeholders and a pad token when missing (in place); returns the tokenizer.
@@ -190,7 +227,7 @@ class OmniAVSRProcessor(ProcessorMixin):
         return_tensors = output_kwargs["common"].get("return_tensors", "pt")
         data = {}
         batch_sizes = {}
-        clips = None
+        clips, waveforms = None, []
         if videos is not None:
             clips = [self._normalize_frames(self.prepare_frames(clip, f"videos[{index}]"))
                      for index, clip in enumerate(_as_batch(videos, "videos"))]
@@ -216,6 +253,9 @@ class OmniAVSRProcessor(ProcessorMixin):
                     data, texts, task, audio_rate, video_rate, prompt, output_kwargs["text_kwargs"]["padding_side"]
                 )
             )
+            if data["task"] == "asr":
+                for index, waveform in enumerate(waveforms):
+                    check_not_silent(waveform, f"audio[{index}]")
         return BatchFeature(data=data, tensor_type=return_tensors)
 
     def _merge_call_kwargs(self, kwargs: dict) -> dict:
@@ -268,8 +308,9 @@ class OmniAVSRProcessor(ProcessorMixin):
         rows = self.sequence_tokens.batch_prompt_ids(task, counts, self._prompt_ids(prompt, batch_size))
         row_labels = [[IGNORE_INDEX] * len(row) for row in rows]
         if texts is not None:
-            for index, text in enumerate(texts):
-                transcript = self.tokenizer(text, add_special_tokens=False)["input_ids"] + [self.tokenizer.eos_token_id]
+            transcripts = self.transcript_ids(texts, [f"text[{index}]" for index in range(len(texts))])
+            for index, ids in enumerate(transcripts):
+                transcript = ids + [self.tokenizer.eos_token_id]
                 rows[index] = rows[index] + transcript
                 row_labels[index] = row_labels[index] + transcript
         input_ids, attention_mask = pad_rows(rows, self.tokenizer.pad_token_id, padding_side)
@@ -308,11 +349,12 @@ class OmniAVSRProcessor(ProcessorMixin):
         return waveforms
 
     def prepare_audio(
-        self, waveform, sampling_rate: int | None, resample: bool = False, name: str = "audio"
+        self, waveform, sampling_rate: int | None, resample: bool = False, name: str = "audio", task: str | None = None
     ) -> np.ndarray:
         """`waveform` as the processor reads it: float32 mono at 16 kHz (resampled when `resample`), or an error naming
-        `name` for audio that is empty, not finite, of an unknown layout or at another rate. The pipelines call it on
-        each input, so that their errors name the input rather than its place in a batch."""
+        `name` for audio that is empty or shorter than `MIN_CLIP_SECONDS`, not finite, of an unknown layout or at
+        another rate, or silent for `task="asr"` (see `check_not_silent`). The pipelines call it on each input, so
+        that their errors name the input rather than its place in a batch."""
         if sampling_rate is None:
             raise ValueError(
                 "`sampling_rate` is required with `audio` (expected 16000 Hz): a waveform at the wrong rate would be "
@@ -326,7 +368,12 @@ class OmniAVSRProcessor(ProcessorMixin):
         waveform = _to_mono(np.asarray(waveform, dtype=np.float32), name)
         if waveform.size == 0:
             raise ValueError(f"{name} is empty.")
+        check_min_duration(name, waveform.size / sampling_rate, f"{waveform.size} sample(s)")
         check_finite(name, waveform)
+        if task == "asr":
+            # Audio alone is not aligned to video: a clip too long is that before it is silent.
+            check_clip_duration(name, waveform.size / sampling_rate)
+            check_not_silent(waveform, name)
         if sampling_rate != SAMPLING_RATE:
             if not resample:
                 raise ValueError(
@@ -393,6 +440,7 @@ class OmniAVSRProcessor(ProcessorMixin):
         crop = self.video_crop_size
         if num_frames == 0:
             raise ValueError(f"{name} has no frames.")
+        check_min_duration(name, num_frames / VIDEO_FPS, f"{num_frames} frame(s)")
         check_clip_duration(name, num_frames / VIDEO_FPS)
         if not is_mouth_crop(height, width):
             raise not_a_mouth_crop_error(name, height, width)
@@ -418,8 +466,44 @@ class OmniAVSRProcessor(ProcessorMixin):
 
     def _transcript_labels(self, texts: list[str]) -> np.ndarray:
         eos_id = self.tokenizer.eos_token_id
-        ids = [self.tokenizer(text, add_special_tokens=False)["input_ids"] + [eos_id] for text in texts]
+        names = [f"text[{index}]" for index in range(len(texts))]
+        ids = [row + [eos_id] for row in self.transcript_ids(texts, names)]
         return pad_rows(ids, IGNORE_INDEX, "right")[0].numpy()
+
+    def transcript_ids(self, texts: list[str], names: list[str]) -> list[list[int]]:
+        """The token ids of each transcript (no special tokens). A transcript with characters the tokenizer cannot
+        represent is refused, naming it (`names`, e.g. a label file and line) and them: they would become its unknown
+        token, and labels full of `<unk>` train a model that writes nothing useful. Byte-level tokenizers (Llama 3,
+        Qwen2, SmolLM2) represent every text; small vocabularies (a BPE fitted to lower-case transcripts) do not."""
+        rows = self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+        unknown_id = self.tokenizer.unk_token_id
+        if unknown_id is not None:
+            for row, text, name in zip(rows, texts, names):
+                if unknown_id in row:
+                    raise self._unrepresentable_text_error(text, name)
+        return rows
+
+    def _unrepresentable_text_error(self, text: str, name: str) -> ValueError:
+        unknown_id = self.tokenizer.unk_token_id
+        characters = sorted(
+            {
+                character
+                for character in text
+                if unknown_id in self.tokenizer(character, add_special_tokens=False)["input_ids"]
+            }
+        )
+        lowered = text.lower()
+        hint = ""
+        if lowered != text and unknown_id not in self.tokenizer(lowered, add_special_tokens=False)["input_ids"]:
+            hint = (
+                " Lower-cased, as the recipe's transcripts are, it can be (the training scripts' --lowercase_text "
+                "lower-cases every transcript)."
+            )
+        return ValueError(
+            f"{name} ({text[:60]!r}) has characters this tokenizer cannot represent: "
+            f"{', '.join(repr(character) for character in characters) or 'some'}; they would become "
+            f"{self.tokenizer.unk_token}. Expected text in the tokenizer's alphabet.{hint}"
+        )
 
     def decode_transcripts(self, sequences) -> list[str]:
         """Transcripts from generated ids (only the new tokens): special tokens dropped, surrounding spaces stripped."""
@@ -433,6 +517,26 @@ class OmniAVSRProcessor(ProcessorMixin):
             "input_ids", "attention_mask", "input_features", "input_features_mask", "pixel_values_videos",
             "video_mask", "labels",
         ]
+
+
+def check_min_duration(name: str, seconds: float, length: str) -> None:
+    """Refuse a clip shorter than `MIN_CLIP_SECONDS` (`length` says how long it is, in its own units)."""
+    if seconds < MIN_CLIP_SECONDS:
+        raise ValueError(
+            f"{name} lasts {seconds:.3g} s ({length}); expected a clip of at least {MIN_CLIP_SECONDS:g} s: nothing "
+            "shorter holds a word."
+        )
+
+
+def check_not_silent(waveform: np.ndarray, name: str) -> None:
+    """Refuse digital silence (every sample zero) to speech recognition from audio alone: there is nothing to hear,
+    and the model writes a transcript anyway. Audio-visual recognition takes it (a muted microphone: the lips carry
+    the words), and so does training."""
+    if not np.any(waveform):
+        raise ValueError(
+            f"{name} is digital silence (every sample is zero): nothing to transcribe with task='asr'; expected "
+            "recorded audio, or task 'vsr' / 'avsr' when the video carries the words."
+        )
 
 
 def _as_batch(inputs, name: str) -> list:

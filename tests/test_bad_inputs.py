@@ -8,12 +8,16 @@ file that existed before the call must be left as it was.
 """
 
 import hashlib
+import importlib.util
 import json
 import shutil
+import struct
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache, partial
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -22,11 +26,18 @@ import torch
 from safetensors.torch import load_file, save_file
 from test_cli import model_dir  # noqa: F401 (fixture)
 from test_media import sine, write_clip, write_video
+from test_training import REPO
 from tiny_models import tiny_clips, tiny_config, tiny_model, tiny_processor, tiny_tokenizer
 from transformers import WhisperFeatureExtractor, pipeline
 
-from omni_avsr import OmniAVSRConfig, OmniAVSRForConditionalGeneration, OmniAVSRProcessor
+from omni_avsr import (
+    AudioVisualSpeechRecognitionPipeline,
+    OmniAVSRConfig,
+    OmniAVSRForConditionalGeneration,
+    OmniAVSRProcessor,
+)
 from omni_avsr.cli import main as omni_avsr
+from omni_avsr.command_line import run_script
 from omni_avsr.convert.avhubert import main as convert_avhubert
 from omni_avsr.convert.ctranslate2_whisper import main as convert_ctranslate2_whisper
 from omni_avsr.convert.ctranslate2_whisper import read_ctranslate2_model
@@ -35,6 +46,7 @@ from omni_avsr.convert.official import load_official_state_dict
 from omni_avsr.convert.official import main as convert_official
 from omni_avsr.data.lrs import load_lrs_dataset
 from omni_avsr.data.mini_lrs import main as generate_mini_lrs
+from omni_avsr.data.prepare_lrs import main as prepare_lrs_main
 from omni_avsr.media import load_audio, load_clip
 from omni_avsr.model_card import load_results
 from omni_avsr.model_card import main as model_card
@@ -102,11 +114,45 @@ class Workspace:
         save_file(weights, folder / "model.safetensors", metadata={"format": "pt"})
         return folder
 
+    def silent_wav(self, name: str = "silence.wav") -> Path:
+        """A second of digital silence (every sample zero), as a muted recorder writes."""
+        soundfile.write(self.root / name, np.zeros(16000, np.float32), 16000)
+        return self.root / name
+
+    def ctranslate2_model(self, name: str, variables: dict[str, np.ndarray]) -> Path:
+        """A folder `name` holding a CTranslate2 `model.bin` of `variables`."""
+        (self.root / name).mkdir()
+        write_ctranslate2_model(self.root / name / "model.bin", variables)
+        return self.root / name
+
+    def fairseq_avhubert(self, name: str, layer_norm_weight: torch.Tensor) -> Path:
+        """A fairseq AV-HuBERT checkpoint of a small config whose state dict holds only the final LayerNorm."""
+        config = {"_name": "av_hubert", "encoder_embed_dim": 32, "encoder_layers": 1, "encoder_attention_heads": 2,
+                  "encoder_ffn_embed_dim": 64, "conv_pos": 16, "conv_pos_groups": 4, "layer_norm_first": True}
+        state_dict = {"encoder.layer_norm.weight": layer_norm_weight, "encoder.layer_norm.bias": torch.zeros(32)}
+        torch.save({"cfg": {"model": config}, "model": state_dict}, self.root / name)
+        return self.root / name
+
     def nan_wav(self, name: str = "nan.wav") -> Path:
         samples = sine(1.0)
         samples[100] = np.nan
         soundfile.write(self.root / name, samples, 16000, subtype="FLOAT")
         return self.root / name
+
+
+def write_ctranslate2_model(path: Path, variables: dict[str, np.ndarray]) -> None:
+    """A CTranslate2 `model.bin` (binary version 6, the layout `read_ctranslate2_model` reads) of float32 and int32
+    `variables`, without aliases."""
+
+    def string(text: str) -> bytes:
+        data = text.encode() + b"\0"
+        return struct.pack("<H", len(data)) + data
+
+    data = struct.pack("<I", 6) + string("WhisperSpec") + struct.pack("<II", 3, len(variables))
+    for key, array in variables.items():
+        data += string(key) + struct.pack(f"<B{array.ndim}I", array.ndim, *array.shape)
+        data += struct.pack("<BI", {"float32": 0, "int32": 3}[array.dtype.name], array.nbytes) + array.tobytes()
+    path.write_bytes(data + struct.pack("<I", 0))
 
 
 @dataclass(frozen=True)
@@ -118,6 +164,47 @@ class Case:
 
 def transcribe(ws: Workspace, *argv, model=None):
     return partial(omni_avsr, ["transcribe", *map(str, argv), "--model", str(model or ws.model)])
+
+
+LORA_KEY = "llm.model.layers.0.self_attn.lora_down_Q.weight"
+
+
+def convert_official_checkpoint(ws: Workspace, name: str, state_dict: dict[str, torch.Tensor]):
+    """The official converter on a safetensors checkpoint of `state_dict` (the other files it needs are never read)."""
+    save_file(state_dict, ws.root / name)
+    return partial(convert_official, [str(ws.root / name), str(ws.root / "OUT"), "--llm-config", "x", "--tokenizer",
+                                      "x", "--whisper-config", "x", "--avhubert-config", "x"])
+
+
+def crop(source: Path, output: Path):
+    return partial(omni_avsr, ["crop", str(source), str(output)])
+
+
+def prepare_lrs(ws: Workspace, *argv):
+    """`prepare_lrs` on a raw tree of one (mouth-sized) clip, `ROOT/raw/test/spk1/00001.mp4`, with `argv` added."""
+    (ws.root / "raw" / "test" / "spk1").mkdir(parents=True)
+    write_video(ws.root / "raw" / "test" / "spk1" / "00001.mp4", num_frames=15)
+    command = ["--data-dir", ws.root / "raw", "--dataset", "lrs3", "--subset", "test", "--no-progress", *argv]
+    return partial(prepare_lrs_main, list(map(str, command)))
+
+
+@cache
+def _script_module(name: str):
+    spec = importlib.util.spec_from_file_location(name.removesuffix(".py"), REPO / name)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def training_script(name: str, *argv):
+    """`python NAME ARGV...` as its `__main__` runs it, in this process (a recipe of `--report_to none`)."""
+    main = _script_module(name).main
+
+    def call():
+        with mock.patch.object(sys, "argv", [name, *map(str, argv), "--report_to", "none"]):
+            return run_script(main, name)
+
+    return call
 
 
 ROW = {"task": "asr", "audio_rate": 4, "video_rate": None, "snr_db": None, "wer": 7.7, "num_words": 120}
@@ -204,6 +291,21 @@ def _with_value(name: str, value, task="avsr"):
     tensor = _batch(task)[name].clone()
     tensor.view(-1)[3] = value
     return tensor
+
+
+def _with_empty_mask(name: str, task="avsr"):
+    """The batch's `name` mask with the second clip's row all zeros."""
+    mask = _batch(task)[name].clone()
+    mask[1] = 0
+    return mask
+
+
+@cache
+def _model_with_marker_id(token_id: int):
+    """The tiny model with its config's `<video>` id set to `token_id` (a config edited, or of another tokenizer)."""
+    model = tiny_model(_omni()[1]).eval()
+    model.config.video_start_token_id = token_id
+    return model
 
 
 def _with_id(token_id: int):
@@ -348,6 +450,46 @@ CASES = {
         lambda ws: transcribe(ws, ws.nan_wav()), 1,
         ("{root}/nan.wav: {root}/nan.wav holds 1 NaN or infinite value(s)", "expected finite numbers"),
     ),
+    "cli: a WAV of digital silence": Case(
+        lambda ws: transcribe(ws, ws.silent_wav()), 1,
+        ("{root}/silence.wav: {root}/silence.wav is digital silence (every sample is zero)", "task='asr'"),
+    ),
+    "cli: a processor that lists other rates than its model": Case(
+        lambda ws: transcribe(ws, ws.clip(), model=ws.edited_processor("rates", audio_rates=[4, 8])), 1,
+        ("{root}/rates: its processor (processor_config.json and tokenizer) and its model (config.json) disagree: "
+         "audio rates [4, 8] (processor) vs [4, 16] (model)", "Expected the processor saved with this model"),
+    ),
+    "cli: a processor that lists other tasks than its model": Case(
+        lambda ws: transcribe(ws, ws.clip(), model=ws.edited_processor("tasks", tasks=["asr"])), 1,
+        ("{root}/tasks: its processor", "tasks ['asr'] (processor) vs ['asr', 'vsr', 'avsr'] (model)"),
+    ),
+    # The `omni-avsr crop` command: OUT and its .wav are checked against the input before any cropping.
+    "crop: OUT whose .wav is the input's own audio": Case(
+        lambda ws: crop(ws.clip(), ws.root / "clip.mkv"), 1,
+        ("OUT {root}/clip.mkv would overwrite the input's audio {root}/clip.wav",
+         "expected an output path whose video and .wav are neither the input nor its audio"),
+    ),
+    "crop: OUT is the input": Case(
+        lambda ws: crop(ws.clip(), ws.root / "clip.mp4"), 1, ("OUT {root}/clip.mp4 would overwrite the input",),
+    ),
+    "crop: OUT named as audio": Case(
+        lambda ws: crop(ws.clip(), ws.root / "mouth.wav"), 1,
+        ("OUT {root}/mouth.wav is an audio file name; expected a video path (.mp4)",),
+    ),
+    "crop: OUT is a folder": Case(
+        lambda ws: crop(ws.clip(), ws.root), 1, ("OUT {root} is a folder; expected a video file path (.mp4)",),
+    ),
+    "crop: OUT inside a file": Case(
+        lambda ws: crop(ws.clip(), ws.file("notes.txt") / "mouth.mp4"), 1,
+        ("OUT {root}/notes.txt/mouth.mp4 cannot be written: {root}/notes.txt is a file; expected a folder",),
+    ),
+    "crop: a WAV as the input": Case(
+        lambda ws: crop(ws.wav(), ws.root / "mouth.mp4"), 1,
+        ("{root}/speech.wav is an audio file; expected a face video",),
+    ),
+    "crop: a folder as the input": Case(
+        lambda ws: crop(ws.root, ws.root / "mouth.mp4"), 1, ("{root} is a folder; expected a media file",),
+    ),
     # The processor.
     "processor: a NaN sample": Case(
         lambda ws: _process(audio=_waveforms(np.nan), sampling_rate=16000), ValueError,
@@ -402,6 +544,22 @@ CASES = {
     "processor: frames longer than the window": Case(
         lambda ws: _process(videos=[np.zeros((751, 96, 96), np.uint8)]), ValueError,
         ("videos[0] lasts 30.04 s", "clips of up to 30 s"),
+    ),
+    "processor: one audio sample": Case(
+        lambda ws: _process(audio=[np.ones(1, np.float32)], sampling_rate=16000), ValueError,
+        ("audio[0] lasts 6.25e-05 s (1 sample(s)); expected a clip of at least 0.1 s",),
+    ),
+    "processor: a one-frame video": Case(
+        lambda ws: _process(videos=[np.zeros((1, 96, 96), np.uint8)]), ValueError,
+        ("videos[0] lasts 0.04 s (1 frame(s)); expected a clip of at least 0.1 s",),
+    ),
+    "processor: digital silence to transcribe from audio alone": Case(
+        lambda ws: _process(audio=[np.zeros(16000, np.float32)], sampling_rate=16000, task="asr"), ValueError,
+        ("audio[0] is digital silence (every sample is zero): nothing to transcribe with task='asr'",),
+    ),
+    "processor: text the tokenizer cannot represent": Case(
+        lambda ws: _process(text=["fine", "Ça va"]), ValueError,
+        ("text[1] ('Ça va') has characters this tokenizer cannot represent: 'Ç'; they would become <unk>",),
     ),
     # The model: generate and from_pretrained.
     "generate: NaN in input_features": Case(
@@ -459,6 +617,22 @@ CASES = {
         lambda ws: _generate(task="asr", input_ids=_with_id(-100)), ValueError,
         ("is -100: outside the language model's vocabulary",),
     ),
+    "generate: features of another number of mel bins": Case(
+        lambda ws: _generate(task="asr", input_features=torch.zeros(2, 128, 3000)), ValueError,
+        ("input_features has 128 mel bins; this model's audio encoder reads 80",),
+    ),
+    "generate: a video_mask that marks no frame of a clip": Case(
+        lambda ws: _generate(video_mask=_with_empty_mask("video_mask")), ValueError,
+        ("video_mask marks no frame of clip(s) [1]; expected at least one frame per clip",),
+    ),
+    "generate: an input_features_mask that marks no frame of a clip": Case(
+        lambda ws: _generate(task="asr", input_features_mask=_with_empty_mask("input_features_mask", "asr")),
+        ValueError, ("input_features_mask marks no frame of clip(s) [1]",),
+    ),
+    "generate: a marker id outside the vocabulary": Case(
+        lambda ws: _generate(model=_model_with_marker_id(10_000)), ValueError,
+        ("OmniAVSRConfig: video_start_token_id 10000 outside the language model's vocabulary (0 to 38)",),
+    ),
     "generate: a config without token ids": Case(
         lambda ws: _generate(model=_model_without_token_ids()), ValueError,
         ("OmniAVSRConfig has no audio_token_id", "call config.set_token_ids(processor.tokenizer)"),
@@ -466,6 +640,10 @@ CASES = {
     "forward: a config without token ids": Case(
         lambda ws: partial(_model_without_token_ids(), **_batch()), ValueError,
         ("OmniAVSRConfig has no audio_token_id", "call config.set_token_ids(processor.tokenizer)"),
+    ),
+    "forward: a marker id outside the vocabulary": Case(
+        lambda ws: partial(_model_with_marker_id(10_000), **_batch()), ValueError,
+        ("OmniAVSRConfig: video_start_token_id 10000 outside the language model's vocabulary",),
     ),
     "from_pretrained: projectors of another width than the weights": Case(
         lambda ws: partial(OmniAVSRForConditionalGeneration.from_pretrained,
@@ -492,6 +670,28 @@ CASES = {
     "pipeline: num_beams=0": Case(
         lambda ws: _transcribe_input(AUDIO_VISUAL, _clip_dict(), num_beams=0), ValueError,
         ("num_beams must be a whole number ≥ 1, got 0",),
+    ),
+    "pipeline: an empty list": Case(
+        lambda ws: _transcribe_input(AUDIO_VISUAL, []), ValueError,
+        ("The pipeline got an empty list of inputs; expected at least one",),
+    ),
+    "pipeline: a processor of another number of mel bins": Case(
+        lambda ws: partial(AudioVisualSpeechRecognitionPipeline, model=_omni()[0],
+                           processor=OmniAVSRProcessor(WhisperFeatureExtractor(feature_size=128), tiny_tokenizer())),
+        ValueError,
+        ("128 mel bins (processor) vs 80 (audio encoder)",),
+    ),
+    "pipeline: one audio sample": Case(
+        lambda ws: _transcribe_input(SPEECH, {"raw": np.ones(1, np.float32), "sampling_rate": 16000}), ValueError,
+        ("the input dict's 'raw' lasts 6.25e-05 s (1 sample(s)); expected a clip of at least 0.1 s",),
+    ),
+    "pipeline: digital silence to the speech-recognition pipeline": Case(
+        lambda ws: _transcribe_input(SPEECH, np.zeros(16000, np.float32)), ValueError,
+        ("the input waveform is digital silence",),
+    ),
+    "pipeline: a one-frame video": Case(
+        lambda ws: _transcribe_input(AUDIO_VISUAL, {"frames": np.zeros((1, 96, 96), np.uint8)}), ValueError,
+        ("the input dict's 'frames' lasts 0.04 s (1 frame(s))",),
     ),
     "pipeline: a model folder whose config lists other rates": Case(
         lambda ws: partial(pipeline, SPEECH, model=str(ws.edited_model("other-rates", audio_rates=[16, 8]))),
@@ -541,10 +741,59 @@ CASES = {
         lambda ws: partial(load_lrs_dataset, ws.root, ws.labels("lrs3,spk/0.mp4,5\n")), ValueError,
         ("{root}/labels/test.csv, line 1: expected 5 comma-separated fields", "got 3"),
     ),
+    "labels: an empty transcript": Case(
+        lambda ws: partial(load_lrs_dataset, ws.root, ws.labels("lrs3,spk/0.mp4,5,1,ok\nlrs3,spk/1.mp4,5,1,  \n")),
+        ValueError, ("{root}/labels/test.csv, line 2: the transcript is empty; expected the words spoken",),
+    ),
+    "labels: a NUL in a transcript": Case(
+        lambda ws: partial(load_lrs_dataset, ws.root, ws.labels("lrs3,spk/0.mp4,5,1,o\x00k\nlrs3,spk/1.mp4,5,1,b\n")),
+        ValueError, ("{root}/labels/test.csv, line 1: the transcript holds control characters (U+0000)",),
+    ),
     "training: resuming from a checkpoint cut short": Case(
         lambda ws: partial(checkpoint_to_resume, _cut_checkpoint(ws)), ValueError,
         ("--resume_from_checkpoint {root}/run/checkpoint-4: cannot resume", "trainer_state.json",
          "expected a complete checkpoint-N folder"),
+    ),
+    # The training scripts, run as `python run_*.py ...`: one error line, before any work.
+    "training script: no --data_root": Case(
+        lambda ws: training_script("run_speech_recognition.py", "--output_dir", ws.root / "run"), 1,
+        ("--data_root is required",),
+    ),
+    "training script: --output_dir is a file": Case(
+        lambda ws: training_script("run_speech_recognition.py", "--data_root", ws.root, "--output_dir", ws.file("OUT")),
+        1, ("--output_dir {root}/OUT is a file; expected a folder",),
+    ),
+    "training script: --train_tasks outside --tasks": Case(
+        lambda ws: training_script("run_speech_recognition.py", "--data_root", ws.root, "--output_dir", ws.root / "run",
+                                   "--do_train", "--language_model", "lm.json", "--audio_encoder", "whisper.json",
+                                   "--video_encoder", "avhubert.json", "--tasks", "asr", "vsr",
+                                   "--train_tasks", "avsr"),
+        1, ("--train_tasks ['avsr']: ['avsr'] not among the model's tasks ['asr', 'vsr'] (from --tasks)",),
+    ),
+    "training script: a transcript the tokenizer cannot represent": Case(
+        lambda ws: training_script("run_speech_recognition.py", "--model_name_or_path", ws.model,
+                                   "--data_root", ws.root,
+                                   "--train_labels", ws.labels("lrs3,spk/0.mp4,5,1,ok\nlrs3,spk/1.mp4,5,1,BIN\n"),
+                                   "--do_train", "--output_dir", ws.root / "run"), 1,
+        ("{root}/labels/test.csv, line 2 ('BIN') has characters this tokenizer cannot represent: 'B', 'I', 'N'",
+         "--lowercase_text"),
+    ),
+    "lip-reading script: --output_dir is a file": Case(
+        lambda ws: training_script("run_lip_reading_ctc.py", "--data_root", ws.root, "--output_dir", ws.file("OUT")),
+        1, ("--output_dir {root}/OUT is a file; expected a folder",),
+    ),
+    # LRS preparation.
+    "prepare_lrs: --output-dir is a file": Case(
+        lambda ws: prepare_lrs(ws, "--output-dir", ws.file("OUT")), 1,
+        ("--output-dir {root}/OUT is a file; expected a folder",),
+    ),
+    "prepare_lrs: --output-dir inside a file": Case(
+        lambda ws: prepare_lrs(ws, "--output-dir", ws.file("OUT") / "prepared"), 1,
+        ("Cannot create the --output-dir {root}/OUT/prepared",),
+    ),
+    "prepare_lrs: a missing --file-list": Case(
+        lambda ws: prepare_lrs(ws, "--output-dir", ws.root / "prepared", "--file-list", ws.root / "list.txt"), 1,
+        ("--file-list {root}/list.txt not found; expected a file listing one clip per line",),
     ),
     "fairseq loader: a checkpoint cut short": Case(
         lambda ws: partial(load_fairseq_checkpoint, ws.cut("cut.pt", _torch_file(ws, "full.pt"), 0.5)), ValueError,
@@ -579,6 +828,36 @@ CASES = {
     "whisper converter: a model.bin cut short": Case(
         lambda ws: partial(read_ctranslate2_model, ws.file("model.bin", b"\x06\x00\x00\x00\x05\x00abcd")), ValueError,
         ("{root}/model.bin is cut short or corrupt", "expected a complete CTranslate2 model.bin"),
+    ),
+    "whisper converter: a model.bin without the encoder's layers": Case(
+        lambda ws: partial(convert_ctranslate2_whisper, [str(ws.root / "OUT"), "--source", str(ws.ctranslate2_model(
+            "partial", {"encoder/conv1/weight": np.zeros((32, 80, 3), np.float32)}))]), 1,
+        ("{root}/partial: no encoder/num_heads variable; expected every variable of a CTranslate2 Whisper encoder",),
+    ),
+    "whisper converter: NaN weights": Case(
+        lambda ws: partial(convert_ctranslate2_whisper, [str(ws.root / "OUT"), "--source", str(ws.ctranslate2_model(
+            "nan", {"encoder/conv1/weight": np.full((32, 80, 3), np.nan, np.float32)}))]), 1,
+        ("{root}/nan: encoder/conv1/weight holds 7680 NaN or infinite value(s)",),
+    ),
+    "avhubert converter: weights that do not fit the checkpoint's config": Case(
+        lambda ws: partial(convert_avhubert, [str(ws.fairseq_avhubert("partial.pt", torch.ones(32))),
+                                              str(ws.root / "OUT")]),
+        1, ("{root}/partial.pt: its weights do not fit the model its config describes",
+            "Missing key(s) in state_dict", "expected a checkpoint whose config and weights belong together"),
+    ),
+    "avhubert converter: NaN weights": Case(
+        lambda ws: partial(convert_avhubert, [str(ws.fairseq_avhubert("nan.pt", torch.full((32,), torch.nan))),
+                                              str(ws.root / "OUT")]), 1,
+        ("{root}/nan.pt: encoder.layer_norm.weight holds 32 NaN or infinite value(s)",),
+    ),
+    "official converter: a state dict without the language model": Case(
+        lambda ws: convert_official_checkpoint(ws, "partial.safetensors", {LORA_KEY: torch.zeros(4, 32)}), 1,
+        ("{root}/partial.safetensors: no llm.model.embed_tokens.weight; expected the state dict of a whole official",),
+    ),
+    "official converter: NaN weights": Case(
+        lambda ws: convert_official_checkpoint(ws, "nan.safetensors", {
+            LORA_KEY: torch.zeros(4, 32), "llm.model.embed_tokens.weight": torch.full((8, 32), torch.inf)}), 1,
+        ("{root}/nan.safetensors: llm.model.embed_tokens.weight holds 256 NaN or infinite value(s)",),
     ),
     "mini-lrs generator: --output-dir is an existing file": Case(
         lambda ws: partial(generate_mini_lrs, ["--output-dir", str(ws.file("OUT")), "--no-progress"]), 1,
@@ -670,6 +949,7 @@ def test_bad_input(name, model_dir, tmp_path, capsys):
 
 def test_the_table_covers_every_entry_point_kind():
     kinds = {name.split(":")[0].split()[0] for name in CASES}
-    assert {"cli", "media", "processor", "generate", "forward", "from_pretrained", "pipeline", "labels", "training",
-            "fairseq", "avhubert", "whisper", "official", "mini-lrs", "model", "evaluation"} <= kinds
-    assert len(CASES) >= 80
+    assert {"cli", "crop", "media", "processor", "generate", "forward", "from_pretrained", "pipeline", "labels",
+            "training", "lip-reading", "prepare_lrs", "fairseq", "avhubert", "whisper", "official", "mini-lrs", "model",
+            "evaluation"} <= kinds
+    assert len(CASES) >= 110

@@ -222,7 +222,7 @@ def test_crop_command_writes_the_auto_avsr_layout(real_clip_path, tmp_path, crop
     assert main(["crop", str(tmp_path / "nope.mp4"), str(output)]) == 1
     assert capsys.readouterr().err.strip() == f"omni-avsr: error: Media file not found: {tmp_path / 'nope.mp4'}"
     assert main(["crop", str(output), str(output)]) == 1
-    assert "would overwrite the input video" in capsys.readouterr().err
+    assert f"OUT {output} would overwrite the input;" in capsys.readouterr().err
 
 
 def test_cropping_benchmark_prints_its_json(real_clip_path, monkeypatch, capsys):

@@ -392,6 +392,7 @@ def test_a_folder_whose_config_does_not_describe_its_weights_is_refused_for_infe
         assert "Expected the config.json saved with these weights" in message
         for kind, key in (("missing", missing), ("unexpected", unexpected)):
             assert (f"{kind} ({key}" in message) == (key is not None), message
+    capsys.readouterr()  # the loading bars of the pipelines above (when no earlier command turned them off)
     assert transcribe(media_dir / "first.mp4", "--model", folder) == 1
     captured = capsys.readouterr()
     assert captured.out == "" and captured.err.splitlines() == [f"omni-avsr: error: {message}"]
@@ -405,7 +406,8 @@ def test_a_folder_whose_config_does_not_describe_its_weights_is_refused_for_infe
     output = model(**tiny_batch(processor, num_clips=2), audio_rate=model.config.audio_rates[-1])
     output.loss.backward()
     assert torch.isfinite(output.loss)
-    # Trained since loading, the model is the caller's to transcribe with.
+    # Trained since loading, the model is the caller's to transcribe with (with a processor of its own rates).
+    processor = OmniAVSRProcessor.for_model(model.config, processor.feature_extractor, processor.tokenizer)
     recognizer = AudioVisualSpeechRecognitionPipeline(model=model.eval(), processor=processor)
     assert recognizer(media_dir / "first.mp4")["task"] == "avsr"
 

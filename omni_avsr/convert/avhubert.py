@@ -19,9 +19,10 @@ from typing import NamedTuple
 import torch
 from peft import LoraConfig
 
-from ..command_line import EXPECTED_ERRORS, prepare_output_dir, report_error
+from ..command_line import EXPECTED_ERRORS, add_debug_flag, prepare_output_dir, report_error
 from ..configuration_avhubert import AVHubertVideoConfig
 from ..modeling_avhubert import AVHubertVideoModel
+from . import check_finite_weights, load_converted_weights
 from .fairseq_checkpoint import load_fairseq_checkpoint
 
 
@@ -331,28 +332,30 @@ def convert_avhubert_checkpoint(
     A LoRA found in the checkpoint is merged into the q/v projections, since the saved model has no adapters.
     """
     prepare_output_dir(output_dir)
-    print(f"Loading fairseq checkpoint {checkpoint_path}")
     checkpoint = load_fairseq_checkpoint(checkpoint_path)
     if "model" not in checkpoint["cfg"]:
         raise ValueError(f"{checkpoint_path}: the checkpoint config has no 'model' section.")
     config = avhubert_config_from_fairseq(checkpoint["cfg"]["model"])
+    check_finite_weights(checkpoint["model"], str(checkpoint_path))
+    conversion = convert_avhubert_state_dict(checkpoint["model"])
+    state_dict = conversion.state_dict
+    if conversion.lora_rank is not None:
+        state_dict = merge_avhubert_lora(state_dict)
+    model = AVHubertVideoModel(config)
+    load_converted_weights(model, state_dict, str(checkpoint_path))
+    # Reported once the whole checkpoint is known to convert: a refused one prints only its error line.
     print(
-        f"AV-HuBERT: {config.num_hidden_layers} layers, width {config.hidden_size}, "
+        f"{checkpoint_path}: AV-HuBERT, {config.num_hidden_layers} layers, width {config.hidden_size}, "
         f"{config.num_attention_heads} heads, FFN {config.intermediate_size}, fusion {config.modality_fuse!r}"
     )
-    conversion = convert_avhubert_state_dict(checkpoint["model"])
     print(f"Mapped {len(conversion.state_dict)} tensors")
     if conversion.dropped_keys:
         print(
             f"Dropped {len(conversion.dropped_keys)} pre-training-only tensors: "
             f"{_summarize_dropped(conversion.dropped_keys)}"
         )
-    state_dict = conversion.state_dict
     if conversion.lora_rank is not None:
-        state_dict = merge_avhubert_lora(state_dict)
         print(f"Merged the LoRA (rank {conversion.lora_rank}, scale {AVHUBERT_LORA_SCALING:g}) into q_proj/v_proj")
-    model = AVHubertVideoModel(config)
-    model.load_state_dict(state_dict, strict=True)
     model.to(dtype).eval()
     model.save_pretrained(output_dir)
     print(f"Saved AVHubertVideoModel ({dtype}) to {output_dir}")
@@ -370,11 +373,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("checkpoint", type=Path, help="fairseq AV-HuBERT checkpoint (.pt), e.g. large_vox_iter5.pt")
     parser.add_argument("output_dir", type=Path, help="folder for the converted model (config + safetensors)")
     parser.add_argument("--dtype", choices=sorted(_DTYPES), default="float32", help="dtype of the saved weights")
+    add_debug_flag(parser)
     args = parser.parse_args(argv)
     try:
         convert_avhubert_checkpoint(args.checkpoint, args.output_dir, _DTYPES[args.dtype])
     except EXPECTED_ERRORS as error:
-        return report_error(parser.prog, error)
+        return report_error(parser.prog, error, args.debug)
     return 0
 
 

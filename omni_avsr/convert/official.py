@@ -24,10 +24,11 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from transformers import AutoConfig, AutoTokenizer, WhisperConfig, WhisperFeatureExtractor
 
-from ..command_line import EXPECTED_ERRORS, prepare_output_dir, report_error
+from ..command_line import EXPECTED_ERRORS, add_debug_flag, prepare_output_dir, report_error
 from ..configuration_omni_avsr import OmniAVSRConfig, text_vocabulary_size
 from ..modeling_omni_avsr import OmniAVSRForConditionalGeneration, checkpoint_keys_to_model_keys
 from ..processing_omni_avsr import OmniAVSRProcessor
+from . import check_finite_weights, load_converted_weights
 from .avhubert import avhubert_config_from_fairseq, convert_avhubert_state_dict
 from .fairseq_checkpoint import load_fairseq_checkpoint
 
@@ -224,6 +225,13 @@ def convert(args) -> OmniAVSRForConditionalGeneration:
     if args.output_dir is not None:
         prepare_output_dir(args.output_dir)
     state_dict = load_official_state_dict(args.checkpoints)
+    source = ", ".join(map(str, args.checkpoints))
+    check_finite_weights(state_dict, source)
+    if "llm.model.embed_tokens.weight" not in state_dict:
+        raise ValueError(
+            f"{source}: no llm.model.embed_tokens.weight; expected the state dict of a whole official Omni-AVSR model "
+            "(LLM, LoRA, projectors and encoders)."
+        )
     layout = detect_layout(state_dict)
     print(f"Detected Omni-AVSR-{layout['variant']}: {json.dumps({k: layout[k] for k in ('audio', 'video')})}")
     llm_json = _load_json_config(args.llm_config)
@@ -260,7 +268,7 @@ def convert(args) -> OmniAVSRForConditionalGeneration:
     for key, value in converted.items():
         if value.shape != expected[key].shape:
             raise ValueError(f"{key}: checkpoint shape {tuple(value.shape)} != model shape {tuple(expected[key].shape)}.")
-    model.load_state_dict({key: value.to(expected[key].dtype) for key, value in converted.items()}, strict=True)
+    load_converted_weights(model, {key: value.to(expected[key].dtype) for key, value in converted.items()}, source)
     check_prompt_buffers(model, state_dict)
     model.apply_freezing()
     print(f"Mapped {len(converted)} tensors; dropped {len(dropped)} (prompt buffers, AV-HuBERT pre-training heads).")
@@ -294,6 +302,7 @@ def parse_args(argv=None):
     parser.add_argument("--prompt-avsr", default="Transcribe speech and video to text.")
     parser.add_argument("--train-padding", choices=["masked", "official"], default="masked")
     parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32")
+    add_debug_flag(parser)
     args = parser.parse_args(argv)
     if len(args.paths) < 2:
         parser.error("give at least one checkpoint file and the output folder")
@@ -306,7 +315,7 @@ def main(argv=None) -> int:
     try:
         convert(args)
     except EXPECTED_ERRORS as error:
-        return report_error(PROG, error)
+        return report_error(PROG, error, args.debug)
     return 0
 
 

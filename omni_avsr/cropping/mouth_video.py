@@ -7,7 +7,8 @@ import numpy as np
 import soundfile
 
 from ..data.mini_lrs_render import write_mp4
-from ..media import SAMPLING_RATE, VIDEO_FPS, load_clip
+from ..command_line import check_crop_paths
+from ..media import MAX_FACE_FRAME_SIDE, SAMPLING_RATE, VIDEO_FPS, load_clip
 from ..pipeline_omni_avsr import media_in_file
 from .mouth_cropper import MouthCropper, MouthCrops
 
@@ -15,21 +16,29 @@ from .mouth_cropper import MouthCropper, MouthCrops
 def write_mouth_video(video_path: str | os.PathLike, frames: np.ndarray, audio: np.ndarray | None) -> Path | None:
     """Write RGB mouth frames as H.264 and, when given, the waveform as 16-bit PCM beside it (same stem, `.wav`).
 
-    Each file is written under a temporary name and renamed, the video last: a video that exists is complete, and
-    so is its audio. Returns the audio's path, or None without audio.
+    Both files are written under temporary names, then renamed, the video last: a video that exists is complete, and
+    so is its audio, and a write that fails (a full disk) leaves the files of an earlier video as they were, and no
+    temporary file. Without audio, a `.wav` left beside the path by an earlier video is removed, so that no reader
+    pairs the new video with the old audio. Returns the audio's path, or None without audio.
     """
     video_path = Path(video_path)
     video_path.parent.mkdir(parents=True, exist_ok=True)
-    audio_path = None
-    if audio is not None:
-        audio_path = video_path.with_suffix(".wav")
-        partial_audio = audio_path.with_name(f".{audio_path.name}.partial")
-        soundfile.write(partial_audio, audio, SAMPLING_RATE, subtype="PCM_16", format="WAV")
-        os.replace(partial_audio, audio_path)
+    audio_path = video_path.with_suffix(".wav")
+    partial_audio = audio_path.with_name(f".{audio_path.name}.partial")
     partial_video = video_path.with_name(f".{video_path.name}.partial")
-    write_mp4(partial_video, frames, fps=int(VIDEO_FPS))
-    os.replace(partial_video, video_path)
-    return audio_path
+    try:
+        if audio is not None:
+            soundfile.write(partial_audio, audio, SAMPLING_RATE, subtype="PCM_16", format="WAV")
+        write_mp4(partial_video, frames, fps=int(VIDEO_FPS))
+        if audio is not None:
+            os.replace(partial_audio, audio_path)
+        else:
+            audio_path.unlink(missing_ok=True)
+        os.replace(partial_video, video_path)
+    finally:
+        partial_audio.unlink(missing_ok=True)
+        partial_video.unlink(missing_ok=True)
+    return audio_path if audio is not None else None
 
 
 def crop_video_file(
@@ -40,9 +49,8 @@ def crop_video_file(
     Returns the crops and the path of the `.wav` written (None for a silent video).
     """
     input_path = os.fspath(input_path)
-    if os.path.abspath(input_path) == os.path.abspath(output_path):
-        raise ValueError(f"The output {output_path} would overwrite the input video; give another path.")
+    output_path = check_crop_paths(input_path, output_path)
     has_audio = "audio" in media_in_file(input_path)
-    clip = load_clip(input_path, audio=has_audio, grayscale=False, crop_mouth=False)
+    clip = load_clip(input_path, audio=has_audio, grayscale=False, crop_mouth=False, max_frame_side=MAX_FACE_FRAME_SIDE)
     crops = (cropper or MouthCropper())(clip.frames, source=input_path)
     return crops, write_mouth_video(output_path, crops.frames, clip.audio)

@@ -9,6 +9,7 @@ import csv
 import io
 import os
 import re
+import unicodedata
 import zlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -93,6 +94,7 @@ def load_lrs_dataset(
     augmentation: Callable | None = None,
     seed: int = 0,
     grayscale: bool = True,
+    lowercase: bool = False,
 ) -> Dataset:
     """Read a label CSV into a table of clips that decode when rows are accessed.
 
@@ -105,6 +107,8 @@ def load_lrs_dataset(
             `omni_avsr.data.augment.AudioVisualAugmentation()` for training; `None` for evaluation.
         seed: seeds the augmentation (see `LRSTransform`).
         grayscale: decode frames as (frames, height, width) grayscale, the video encoder's input.
+        lowercase: lower-case every transcript (the recipe's label files are lower-case, LRS2/LRS3's own transcripts
+            upper-case: a tokenizer fitted to the one may not represent the other).
 
     Returns:
         A `datasets.Dataset` with columns `path` (absolute), `dataset_name`, `rel_path`, `num_frames`, `text`.
@@ -118,15 +122,12 @@ def load_lrs_dataset(
     fields from the fifth on are joined back with ","). Lines are checked as they are read: a file that is not UTF-8,
     a quote left open (which would merge the rows after it into one transcript), a wrong field count,
     an `input_length` that is not a positive whole number, a `rel_path` that leaves `ROOT/<dataset_name>` (after
-    resolving `..` and symlinks; the dataset folder itself may be a symlink) or a missing media file raise an
-    error naming the CSV file and line.
+    resolving `..` and symlinks; the dataset folder itself may be a symlink), a missing media file or a transcript
+    that is empty or holds control characters (a NUL byte, ...: nothing a speaker says) raise an error naming the CSV
+    file and line.
     """
     root = Path(root)
-    label_csv = Path(label_csv)
-    if not label_csv.is_file() and not label_csv.is_absolute() and (root / "labels" / label_csv).is_file():
-        label_csv = root / "labels" / label_csv
-    if not label_csv.is_file():
-        raise FileNotFoundError(f"Label file not found: {label_csv} (also looked in {root / 'labels'}).")
+    label_csv = _label_file(root, label_csv)
     if not root.is_dir():
         raise FileNotFoundError(f"Dataset root not found: {root}")
 
@@ -135,6 +136,7 @@ def load_lrs_dataset(
     for line_number, fields in _read_label_lines(label_csv):
         where = f"{label_csv}, line {line_number}"
         dataset_name, rel_path, input_length, _token_ids, text = fields
+        text = _check_text(text.lower() if lowercase else text, where)
         num_frames = _parse_num_frames(input_length, where)
         if (min_clip_frames is not None and num_frames < min_clip_frames) or (
             max_clip_frames is not None and num_frames > max_clip_frames
@@ -156,6 +158,17 @@ def load_lrs_dataset(
     transform = LRSTransform(modalities, augmentation=augmentation, seed=seed, grayscale=grayscale)
     dataset.set_transform(transform)
     return dataset
+
+
+def read_label_texts(
+    root: str | os.PathLike, label_csv: str | os.PathLike, lowercase: bool = False
+) -> Iterator[tuple[str, str]]:
+    """`(where, text)` for each clip of a label file, `where` naming the file and line, the text as
+    `load_lrs_dataset` reads it: for checks that need the line a transcript came from."""
+    label_csv = _label_file(Path(root), label_csv)
+    for line_number, fields in _read_label_lines(label_csv):
+        where = f"{label_csv}, line {line_number}"
+        yield where, _check_text(fields[-1].lower() if lowercase else fields[-1], where)
 
 
 def concatenate_lrs_datasets(datasets: list[Dataset]) -> Dataset:
@@ -192,6 +205,30 @@ def _lrs_transform(dataset: Dataset) -> LRSTransform:
     if not isinstance(transform, LRSTransform):
         raise ValueError("The dataset has no LRSTransform; was it made by load_lrs_dataset?")
     return transform
+
+
+def _label_file(root: Path, label_csv: str | os.PathLike) -> Path:
+    """The label file: as given, or a bare name looked up in `ROOT/labels/`."""
+    label_csv = Path(label_csv)
+    if not label_csv.is_file() and not label_csv.is_absolute() and (root / "labels" / label_csv).is_file():
+        label_csv = root / "labels" / label_csv
+    if not label_csv.is_file():
+        raise FileNotFoundError(f"Label file not found: {label_csv} (also looked in {root / 'labels'}).")
+    return label_csv
+
+
+def _check_text(text: str, where: str) -> str:
+    """Refuse a transcript that cannot be the words of a clip: empty (it would teach the model to write nothing for
+    speech) or holding control characters (a NUL byte, a tab: a damaged or binary file)."""
+    if not text.strip():
+        raise ValueError(f"{where}: the transcript is empty; expected the words spoken in the clip.")
+    control = sorted({f"U+{ord(character):04X}" for character in text if unicodedata.category(character) == "Cc"})
+    if control:
+        raise ValueError(
+            f"{where}: the transcript holds control characters ({', '.join(control)}); expected the words spoken in "
+            "the clip as plain text."
+        )
+    return text
 
 
 def _read_label_lines(label_csv: Path) -> Iterator[tuple[int, list[str]]]:

@@ -20,9 +20,11 @@ clips stay whole, with the `Text:` line as their text. Texts are lowercased and 
 dropped (the reference keeps the word inside). The token-id column holds the text's UTF-8 byte values, as Mini-LRS
 writes it: Omni-AVSR tokenises `text` with its language model's tokenizer and never reads that column.
 
-Clips are cropped by parallel worker processes. One that fails (no transcript, unreadable, too short, no face) is
-listed in the failures file and the run goes on. A rerun skips the clips the progress file lists as finished and
-retries the failed ones; the label file is rewritten at the end of every run, also an interrupted one.
+Folders under `--data-dir` may be symlinks (each real folder is read once). Clips are cropped by parallel worker
+processes. One that fails (no transcript, word timings out of order, unreadable, too short, no face) is listed in
+the failures file, its reason naming the transcript's line where one is at fault, and the run goes on. A rerun
+skips the clips the progress file lists as finished and retries the failed ones; the label file is rewritten at the
+end of every run, also an interrupted one.
 """
 
 import argparse
@@ -38,7 +40,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from ..media import SAMPLES_PER_FRAME, VIDEO_FPS, load_clip
+from ..command_line import EXPECTED_ERRORS, add_debug_flag, prepare_output_dir, report_error
+from ..media import MAX_FACE_FRAME_SIDE, SAMPLES_PER_FRAME, VIDEO_FPS, load_clip
 from .mini_lrs import token_ids, write_labels
 
 
@@ -133,12 +136,29 @@ def read_transcript(path: Path) -> Transcript:
         elif timings and line.strip():
             fields = line.split()
             try:
-                words.append((fields[0], float(fields[1]), float(fields[2])))
+                word = (fields[0], float(fields[1]), float(fields[2]))
             except (IndexError, ValueError):
                 raise ClipFailure(
                     f"bad transcript: {path.name}, line {number}: expected 'WORD START END ...', got {line!r}"
                 ) from None
+            _check_word_timing(word, words[-1] if words else None, f"{path.name}, line {number}")
+            words.append(word)
     return Transcript(text=normalise_text(lines[0][len("Text:") :]), words=tuple(words))
+
+
+def _check_word_timing(word: tuple[str, float, float], previous: tuple[str, float, float] | None, where: str) -> None:
+    """Refuse word timings out of order (a word that ends before it starts, or starts before the word before it):
+    segments cut at them would hold words in the wrong order, labelled with audio and video that do not say them."""
+    name, start, end = word
+    if not (math.isfinite(start) and math.isfinite(end) and 0 <= start <= end):
+        raise ClipFailure(
+            f"bad transcript: {where}: word {name!r} runs from {start} s to {end} s; expected 0 ≤ START ≤ END"
+        )
+    if previous is not None and start < previous[1]:
+        raise ClipFailure(
+            f"bad transcript: {where}: word {name!r} starts at {start} s, before the word before it ({previous[0]!r} "
+            f"at {previous[1]} s); expected word timings in the order the words are spoken"
+        )
 
 
 def plan_segments(transcript: Transcript, num_frames: int, seg_duration: int) -> list[Segment]:
@@ -181,7 +201,7 @@ def prepare_clip(video_path: Path, rel_path: str, root: Path, config: PrepareCon
 
     transcript = read_transcript(video_path.with_suffix(".txt"))
     try:
-        clip = load_clip(video_path, grayscale=False, crop_mouth=False)
+        clip = load_clip(video_path, grayscale=False, crop_mouth=False, max_frame_side=MAX_FACE_FRAME_SIDE)
     except ValueError as error:
         raise ClipFailure(f"unreadable: {' '.join(str(error).split())}") from None
     if len(clip.frames) < config.min_frames:
@@ -217,6 +237,8 @@ def prepare_clip(video_path: Path, rel_path: str, root: Path, config: PrepareCon
 def find_clips(data_dir: Path, folders: list[str] | None, file_list: Path | None, subset: str) -> list[str]:
     """The clips' paths relative to `data_dir` (with `.mp4`), sorted."""
     if file_list is not None:
+        if not file_list.is_file():
+            raise FileNotFoundError(f"--file-list {file_list} not found; expected a file listing one clip per line.")
         lines = file_list.read_text(encoding="utf-8").splitlines()
         names = [line.split()[0] for line in lines if line.strip()]
         return sorted(name if name.endswith(".mp4") else f"{name}.mp4" for name in names)
@@ -227,8 +249,22 @@ def find_clips(data_dir: Path, folders: list[str] | None, file_list: Path | None
                 f"{data_dir / folder} not found: --folders names folders inside --data-dir (LRS3: test, trainval, "
                 "pretrain), or give --file-list."
             )
-        clips.extend(path.relative_to(data_dir).as_posix() for path in (data_dir / folder).rglob("*.mp4"))
+        clips.extend(path.relative_to(data_dir).as_posix() for path in _video_files(data_dir / folder))
     return sorted(clips)
+
+
+def _video_files(folder: Path) -> list[Path]:
+    """Every `.mp4` under `folder`, in symlinked folders too (a corpus put together from links to other disks;
+    `Path.rglob` skips them), each real folder once, so that a link back up the tree is no endless loop."""
+    files, seen = [], set()
+    for directory, subfolders, names in os.walk(folder, followlinks=True):
+        real = os.path.realpath(directory)
+        if real in seen:
+            subfolders.clear()
+            continue
+        seen.add(real)
+        files.extend(Path(directory) / name for name in names if name.endswith(".mp4"))
+    return files
 
 
 def read_progress(path: Path) -> dict[str, dict]:
@@ -283,7 +319,7 @@ def prepare(
     clips = find_clips(data_dir, folders, Path(file_list) if file_list else None, config.subset)
     if not clips:
         raise ValueError(f"No .mp4 clips found under {data_dir} (folders {folders or [config.subset]}).")
-    root.mkdir(parents=True, exist_ok=True)
+    prepare_output_dir(root, "--output-dir")
     progress_path = config.progress_path(root)
     records = read_progress(progress_path)
     pending = [clip for clip in clips if not is_finished(records.get(clip), root, config.dataset)]
@@ -374,14 +410,15 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--min-frames", type=int, default=defaults.min_frames, help="shortest clip kept, frames")
     parser.add_argument("--workers", type=int, help="worker processes (default: one per CPU core)")
     parser.add_argument("--no-progress", action="store_true", help="do not show the progress bar")
+    add_debug_flag(parser)
     args = parser.parse_args(argv)
     try:
         config = PrepareConfig(args.dataset, args.subset, args.seg_duration, args.min_frames)
         summary = prepare(
             args.data_dir, args.output_dir, config, args.folders, args.file_list, args.workers, not args.no_progress
         )
-    except (OSError, ValueError, ImportError) as error:
-        parser.exit(1, f"{parser.prog}: error: {' '.join(str(error).split())}\n")
+    except EXPECTED_ERRORS as error:
+        parser.exit(report_error(parser.prog, error, args.debug))
     print(json.dumps(summary, indent=2))
     return summary
 

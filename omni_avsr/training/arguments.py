@@ -121,6 +121,11 @@ class DataArguments:
         metadata={"help": "Decode each clip's lip frames once into a memory-mapped cache in this folder, reused by "
         "every epoch and later runs (a changed media file gets a new cache; the folder can be deleted any time)."},
     )
+    lowercase_text: bool = field(
+        default=False,
+        metadata={"help": "Lower-case every transcript as it is read, as the recipe's label files are (for labels in "
+        "upper case, LRS2/LRS3's own, and a tokenizer that has no upper-case letters)."},
+    )
     noise_path: str | None = field(
         default=None, metadata={"help": "Babble-noise wav for training augmentation and noisy evaluation."}
     )

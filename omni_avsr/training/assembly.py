@@ -15,6 +15,7 @@ from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
 from ..components import find_smollm2_gguf, load_language_model
 from ..configuration_avhubert import AVHubertVideoConfig
+from ..convert import load_converted_weights
 from ..convert.avhubert import avhubert_config_from_fairseq, convert_avhubert_state_dict
 from ..convert.fairseq_checkpoint import load_fairseq_checkpoint
 from ..modeling_avhubert import AVHubertVideoModel
@@ -30,22 +31,24 @@ def build_model_and_processor(
     """Load an Omni-AVSR checkpoint, or assemble a new model from an LM and the encoders named in `model_args`."""
     if model_args.model_name_or_path is not None:
         model = OmniAVSRForConditionalGeneration.from_pretrained(model_args.model_name_or_path)
-        return model, OmniAVSRProcessor.from_pretrained(model_args.model_name_or_path)
+        processor = OmniAVSRProcessor.from_pretrained(model_args.model_name_or_path)
+        processor.check_model(model.config, model_args.model_name_or_path)
+        return model, processor
     if model_args.language_model is None:
         raise ValueError("Give --model_name_or_path (an Omni-AVSR folder) or --language_model to assemble a new model.")
     if model_args.audio_encoder is None and model_args.video_encoder is None:
         raise ValueError("A new model needs --audio_encoder, --video_encoder or both.")
     language_model, tokenizer = _language_model(model_args, training_texts)
     audio_encoder, feature_extractor = _audio_encoder(model_args.audio_encoder)
-    processor = OmniAVSRProcessor(feature_extractor=feature_extractor, tokenizer=tokenizer)
     model = OmniAVSRForConditionalGeneration.from_components(
         language_model=language_model,
-        tokenizer=processor.tokenizer,
+        tokenizer=OmniAVSRProcessor.prepare_tokenizer(tokenizer),
         audio_encoder=audio_encoder,
         video_encoder=_video_encoder(model_args.video_encoder),
         **model_args.omni_avsr_options(),
     )
-    return model, processor
+    # The processor saved with the model must default to the model's own rates and tasks, not the paper's.
+    return model, OmniAVSRProcessor.for_model(model.config, feature_extractor, tokenizer)
 
 
 def _is_config_file(path: str) -> bool:
@@ -97,6 +100,6 @@ def _video_encoder(source: str | None):
     if path.suffix in (".pt", ".pth"):
         checkpoint = load_fairseq_checkpoint(path)
         model = AVHubertVideoModel(avhubert_config_from_fairseq(checkpoint["cfg"]["model"]))
-        model.load_state_dict(convert_avhubert_state_dict(checkpoint["model"]).state_dict)
+        load_converted_weights(model, convert_avhubert_state_dict(checkpoint["model"]).state_dict, source)
         return model
     return AVHubertVideoModel.from_pretrained(source)

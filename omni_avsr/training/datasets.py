@@ -5,21 +5,35 @@ import logging
 import transformers
 from transformers import TrainingArguments, set_seed
 
-from ..command_line import available_cpus
+from ..command_line import available_cpus, prepare_output_dir
 from ..data.augment import AudioVisualAugmentation
-from ..data.lrs import concatenate_lrs_datasets, load_lrs_dataset, use_frame_cache
+from ..data.lrs import concatenate_lrs_datasets, load_lrs_dataset, read_label_texts, use_frame_cache
 from ..media import MAX_CLIP_SECONDS, VIDEO_FPS
 from ..segmentation import MIN_SEGMENT_SECONDS
 from .arguments import DataArguments
 
 
 def start_run(data_args: DataArguments, training_args: TrainingArguments) -> None:
-    """Logging at the process's level, the arguments every script needs, and the seed."""
+    """Logging at the process's level, the arguments every script needs (checked before any work: a missing corpus
+    root, an --output_dir that cannot be a folder), and the seed."""
     logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO)
     transformers.utils.logging.set_verbosity(training_args.get_process_log_level())
     if data_args.data_root is None:
         raise ValueError("--data_root is required: the corpus root that holds labels/ and the media folders.")
+    prepare_output_dir(training_args.output_dir, "--output_dir")
     set_seed(training_args.seed)
+
+
+def check_label_texts(processor, data_args: DataArguments, label_files: list[str]) -> None:
+    """Refuse, before training starts, a transcript of `label_files` that the processor's tokenizer cannot represent,
+    naming its file and line: it would train on `<unk>` labels to the end without a word. A tokenizer without an
+    unknown token (byte-level: Llama 3, Qwen2) represents every text, and is not run over the labels."""
+    if processor.tokenizer.unk_token_id is None:
+        return
+    for label_file in label_files:
+        rows = list(read_label_texts(data_args.data_root, label_file, data_args.lowercase_text))
+        if rows:
+            processor.transcript_ids([text for _, text in rows], [where for where, _ in rows])
 
 
 def load_train_dataset(data_args: DataArguments, modalities: tuple[str, ...], seed: int):
@@ -36,7 +50,7 @@ def load_train_dataset(data_args: DataArguments, modalities: tuple[str, ...], se
         [
             load_lrs_dataset(
                 data_args.data_root, labels, modalities=modalities, max_clip_frames=data_args.max_clip_frames,
-                augmentation=augmentation, seed=seed,
+                augmentation=augmentation, seed=seed, lowercase=data_args.lowercase_text,
             )
             for labels in data_args.train_labels
         ]
@@ -48,7 +62,9 @@ def load_test_dataset(data_args: DataArguments, modalities: tuple[str, ...]):
     """The --test_labels table, cut to --max_test_samples clips when given."""
     if data_args.test_labels is None:
         raise ValueError("--do_predict needs --test_labels.")
-    dataset = load_lrs_dataset(test_data_root(data_args), data_args.test_labels, modalities=modalities)
+    dataset = load_lrs_dataset(
+        test_data_root(data_args), data_args.test_labels, modalities=modalities, lowercase=data_args.lowercase_text
+    )
     if data_args.max_test_samples is not None:
         dataset = dataset.select(range(min(data_args.max_test_samples, len(dataset))))
     return with_frame_cache(dataset, data_args, modalities)
