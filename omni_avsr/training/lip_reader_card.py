@@ -28,7 +28,9 @@ CURVE_FILE = "lip_reading_curve.jsonl"
 RECORD_FILE = "training_record.json"
 
 
-def training_record(model_dir: Path, heldout_dir: Path, command: str) -> dict:
+def training_record(
+    model_dir: Path, heldout_dir: Path, command: str, commit: str | None = None, note: str | None = None
+) -> dict:
     """Everything the card states, read from the training run's folder and the held-out evaluation's."""
     results = json.loads((model_dir / RESULTS_FILE).read_text())
     heldout = json.loads((heldout_dir / RESULTS_FILE).read_text())
@@ -51,8 +53,9 @@ def training_record(model_dir: Path, heldout_dir: Path, command: str) -> dict:
         )
     return {
         "command": command,
-        "commit": _git_commit(),
+        "commit": commit or _git_commit(),
         "machine": _machine(),
+        "note": note,
         "architecture": {key: value for key, value in json.loads((model_dir / "config.json").read_text()).items()
                          if key in ARCHITECTURE_KEYS},
         "training": {
@@ -123,12 +126,9 @@ lip_reader = AVHubertForCTC.from_pretrained("pretrained/mini_lrs_lip_reader")   
 ## How it was made
 
 - Command: `{record['command']}` (commit `{record['commit']}`).
-- Machine: {record['machine']}.
+- Machine: {record['machine']}.{' ' + record['note'] if record.get('note') else ''}
 - Architecture: {_architecture(record['architecture'])}.
-- Training: {training['steps']} steps ({training['epochs']} epochs) of at most
-  {training['arguments']['max_frames_per_batch']} frames, AdamW at lr {training['arguments']['learning_rate']}
-  (cosine, {training['arguments']['warmup_steps']} warm-up steps), no augmentation, {training['wall_seconds'] / 60:.1f}
-  minutes of wall time.
+- Training: {_training(training)}.
 - Training data: `{corpora['training']['root']}`, the `train` split: {corpora['training']['clips']} clips,
   {corpora['training']['sentences']} sentences, speakers {_speakers(corpora['training']['speakers'])}; Mini-LRS settings
   `{json.dumps(corpora['training']['settings'])}`. Speakers s09-s16 are reserved for held-out tests and never trained on.
@@ -151,6 +151,15 @@ The lip-reading floor of the demo's test split (words that look alike on the lip
 |---|---|---|
 {curve}
 """
+
+
+def _training(training: dict) -> str:
+    arguments = training["arguments"]
+    return (
+        f"{training['steps']} steps ({training['epochs']} epochs) of at most {arguments['max_frames_per_batch']} frames, "
+        f"AdamW at lr {arguments['learning_rate']} (cosine, {arguments['warmup_steps']} warm-up steps), no augmentation, "
+        f"{training['wall_seconds'] / 60:.1f} minutes of wall time"
+    )
 
 
 def _architecture(config: dict) -> str:
@@ -189,9 +198,11 @@ def _machine() -> str:
         return model
 
 
-def package(model_dir: Path, heldout_dir: Path, output: Path, command: str) -> dict:
+def package(
+    model_dir: Path, heldout_dir: Path, output: Path, command: str, commit: str | None = None, note: str | None = None
+) -> dict:
     """Write the shipped folder: the model's files, the card and the training record."""
-    record = training_record(model_dir, heldout_dir, command)
+    record = training_record(model_dir, heldout_dir, command, commit, note)
     prepare_output_dir(output, "--output")
     for name in SHIPPED_FILES:
         shutil.copyfile(model_dir / name, output / name)
@@ -206,9 +217,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--heldout", required=True, type=Path, help="the output folder of its held-out evaluation")
     parser.add_argument("--output", required=True, type=Path, help="the folder to ship (created or replaced)")
     parser.add_argument("--command", required=True, help="the command that made the model, for the card")
+    parser.add_argument("--commit", help="the commit whose code trained it (default: the checkout's HEAD now)")
+    parser.add_argument("--note", help="a sentence on how the run went (e.g. what else shared the machine)")
     args = parser.parse_args(argv)
     try:
-        record = package(args.model, args.heldout, args.output, args.command)
+        record = package(args.model, args.heldout, args.output, args.command, args.commit, args.note)
     except (*EXPECTED_ERRORS, KeyError) as error:
         parser.exit(report_error(parser.prog, error))
     print(
