@@ -12,7 +12,6 @@ This module is copied into Hub repositories with the pipeline, so it stays flat 
 package by name, only for face videos.
 """
 
-import importlib
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -24,7 +23,6 @@ import soxr
 
 from .media import (
     AUDIO_EXTENSIONS,
-    CROP_EXTRA,
     MAX_FACE_FRAME_SIDE,
     SAMPLES_PER_FRAME,
     SAMPLING_RATE,
@@ -36,6 +34,7 @@ from .media import (
     _shrink,
     _to_grayscale,
     check_media_file,
+    cropping_package,
     is_mouth_crop,
     upright_rgb,
 )
@@ -304,12 +303,5 @@ def _to_16k_mono(samples: np.ndarray, resampler, last: bool) -> np.ndarray:
 
 
 def _streaming_cropper(path: str, shape: tuple):
-    try:
-        cropping = importlib.import_module("omni_avsr.cropping")
-        streaming = importlib.import_module("omni_avsr.cropping.streaming")
-    except ImportError as error:
-        raise ImportError(
-            f"{path} is a face video ({shape[1]}×{shape[2]} frames); cropping its mouth needs the optional extra: "
-            f"{CROP_EXTRA} ({error})."
-        ) from error
-    return streaming.StreamingMouthCropper(cropping.default_cropper(), source=path)
+    cropping = cropping_package(path, shape)
+    return cropping.StreamingMouthCropper(cropping.default_cropper(), source=path)
