@@ -43,6 +43,7 @@ from .segmentation import Segment
 
 _AUDIO_BLOCK_SECONDS = 10.0
 _VIDEO_CHUNK_FRAMES = 125
+_FAULT_MERGE_S = 1.0  # undecodable packets this close together are reported as one stretch
 _GAP_TOLERANCE_S = 0.1  # audio timestamps further apart than the samples between them by this much: a hole
 
 
@@ -241,9 +242,14 @@ class MediaStream:
             yield SegmentMedia(span, samples, frames, face_found, faults)
 
     def _packet_fault(self, packet: av.Packet, what: str) -> None:
+        """Record a packet that could not be decoded; faults of one kind less than a second apart make one range."""
         start = float(packet.pts * packet.time_base) if packet.pts is not None and packet.time_base else 0.0
         length = float(packet.duration * packet.time_base) if packet.duration and packet.time_base else 1 / VIDEO_FPS
-        self.faults.append(MediaFault(start, start + length, what))
+        last = next((fault for fault in reversed(self.faults) if fault.what == what), None)
+        if last is not None and last.start <= start <= last.end + _FAULT_MERGE_S:
+            self.faults[self.faults.index(last)] = MediaFault(last.start, max(last.end, start + length), what)
+        else:
+            self.faults.append(MediaFault(start, start + length, what))
 
 
 class _SampleBuffer:

@@ -224,6 +224,23 @@ def test_a_stretch_without_a_face_is_transcribed_from_the_audio_and_noted(real_c
     assert all(chunk["text"] == "" for chunk in lip_reading["chunks"] if "note" in chunk)
 
 
+def test_undecodable_packets_cost_only_their_stretch(recording, transcriber, tmp_path):
+    """Bytes damaged in the middle of the file: those video packets are skipped (the last frame held), the chunks
+    they fall in say where, and every segment is still transcribed."""
+    data = bytearray(recording.video.read_bytes())
+    rng = np.random.default_rng(0)
+    for offset in range(int(len(data) * 0.45), int(len(data) * 0.55), 997):
+        data[offset : offset + 40] = rng.integers(0, 256, 40, dtype=np.uint8).tobytes()
+    damaged = tmp_path / "damaged.mp4"
+    damaged.write_bytes(bytes(data))
+    result = transcriber(str(damaged), task="avsr", return_timestamps=True)
+    intact = transcriber(str(recording.video), task="avsr", return_timestamps=True)
+    assert [chunk["timestamp"] for chunk in result["chunks"]] == [chunk["timestamp"] for chunk in intact["chunks"]]
+    noted = [chunk for chunk in result["chunks"] if "note" in chunk]
+    assert noted and all(chunk["note"].startswith("undecodable video (the last frame held) from") for chunk in noted)
+    assert len(noted) < len(result["chunks"]) / 2
+
+
 def test_demo_model_reads_a_long_recording_as_well_as_its_clips(recording):
     """With the demo's trained model (after `make demo`): the long-form WER is within 1.25× + 2 points of the same
     clips decoded one by one, for ASR and AVSR."""
