@@ -192,10 +192,12 @@ def test_bad_long_files_end_in_one_line_and_keep_earlier_results(recording, mode
     empty = tmp_path / "empty.mp4"
     empty.write_bytes(b"")
     no_audio = write_mouth_video(tmp_path / "no_audio.mp4", np.zeros((800, 96, 96, 3), np.uint8))
+    faceless = write_mouth_video(tmp_path / "faceless.mp4", np.full((800, 160, 160, 3), 128, np.uint8))
     cases = {
         str(truncated): ["--task", "avsr", "--subtitles", "srt"],
         str(empty): ["--subtitles", "srt"],
         str(no_audio): ["--task", "asr", "--subtitles", "srt"],
+        str(faceless): ["--task", "vsr", "--subtitles", "srt"],
         str(tmp_path): ["--subtitles", "srt"],
     }
     capsys.readouterr()
