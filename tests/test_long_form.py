@@ -8,7 +8,7 @@ import numpy as np
 import pysubs2
 import pytest
 from long_recording import build_long_recording, mini_lrs_test_clips, write_mouth_video
-from tiny_models import randomize_lora, tiny_model, tiny_processor
+from tiny_models import saved_model, tiny_decoding_model
 
 from omni_avsr import AudioVisualSpeechRecognitionPipeline, load_clip
 from omni_avsr.cli import main
@@ -30,11 +30,8 @@ def recording(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def model_and_processor():
-    processor = tiny_processor()
+    model, processor = tiny_decoding_model(max_new_tokens=4)
     processor.segment_seconds = SEGMENT_SECONDS
-    model = tiny_model(processor).eval()
-    randomize_lora(model, std=0.3)
-    model.generation_config.max_new_tokens = 4
     return model, processor
 
 
@@ -46,11 +43,7 @@ def transcriber(model_and_processor):
 
 @pytest.fixture(scope="module")
 def model_dir(model_and_processor, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("model")
-    model, processor = model_and_processor
-    model.save_pretrained(folder)
-    processor.save_pretrained(folder)
-    return folder
+    return saved_model(*model_and_processor, tmp_path_factory.mktemp("model"))
 
 
 def assert_chunks_in_order(chunks, seconds):
