@@ -2,6 +2,7 @@
 segment transcribed as the same media would be as one clip; timestamps, subtitles, resuming, faults, bad files."""
 
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,8 @@ from omni_avsr.cli import main
 from omni_avsr.long_form import chunk_key
 from omni_avsr.media import SAMPLES_PER_FRAME, VIDEO_FPS
 from omni_avsr.media_stream import MediaStream
-from omni_avsr.segmentation import Segment, fixed_windows, speech_segments
+from omni_avsr import segmentation
+from omni_avsr.segmentation import SPEECH_PAD_SECONDS, Segment, fixed_windows, speech_segments
 
 
 SEGMENT_SECONDS = 3.5  # what the training script records for a model trained on Mini-LRS clips
@@ -83,6 +85,23 @@ def test_each_segment_is_transcribed_as_its_media_would_be_as_one_clip(recording
     one_by_one = transcriber(inputs, task=task)
     assert [chunk["text"] for chunk in result["chunks"]] == [output["text"] for output in one_by_one]
     assert result["task"] == task and "chunks" not in transcriber(str(recording.paired), task=task)
+
+
+@pytest.mark.parametrize("detector", ["silero", "energy"])
+def test_segments_keep_the_lips_moving_before_and_after_the_sound(recording, detector, monkeypatch):
+    """Each segment reaches about SPEECH_PAD_SECONDS into the pauses around its speech (the pauses are 0.6-1.4 s), so
+    lip reading sees the mouth move before the sound starts; the energy rule, the fallback, pads as Silero does."""
+    if detector == "energy":
+        monkeypatch.setattr(segmentation, "_silero", lambda: None)
+    stream = MediaStream(recording.video, video=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        segments = speech_segments(stream.audio_blocks(), SEGMENT_SECONDS, stream.duration)
+    assert all(segment.duration <= SEGMENT_SECONDS + 1e-6 for segment in segments)
+    for start, end in recording.speech:
+        holding = [segment for segment in segments if segment.start <= start and segment.end >= end]
+        assert holding, f"no segment holds the speech at {start:.2f}-{end:.2f} s"
+        assert start - holding[0].start >= SPEECH_PAD_SECONDS - 0.1 and holding[0].end - end >= SPEECH_PAD_SECONDS - 0.1
 
 
 @pytest.mark.parametrize("version", ["video", "paired"])
