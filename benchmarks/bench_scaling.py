@@ -115,7 +115,8 @@ def encode_and_project(model, inputs: dict, seconds: float, rates: dict, grad: b
 
 def lm_rows(model, projected: dict, tasks, transcript_tokens: int) -> tuple[torch.Tensor, int]:
     """`inputs_embeds` of the one LM call of a training step: one row group per task, each row its media tokens and
-    text embeddings, right-padded to the longest row (as `_training_sequences` lays them out)."""
+    text embeddings, right-padded to the longest row (as `omni_avsr.training.matryoshka` lays them out); and the
+    positions the LM head runs on (`logits_to_keep`: from the first that predicts a transcript token)."""
     config = model.config
     clips = projected["audio"].shape[0]
     counts = {modality: value.shape[1] for modality, value in projected.items()}
@@ -131,20 +132,19 @@ def lm_rows(model, projected: dict, tasks, transcript_tokens: int) -> tuple[torc
         text_tokens = longest - sum(part.shape[1] for part in media)
         text = embed(torch.zeros(clips, text_tokens, dtype=torch.long, device="meta"))
         groups.append(torch.cat([*media, text], dim=1))
-    return torch.cat(groups), len(tasks) * transcript_tokens * clips
+    return torch.cat(groups), longest - (min(lengths.values()) - transcript_tokens) + 1
 
 
 def training_step(model, inputs: dict, seconds: float, rates: dict, transcript_tokens: int) -> None:
     """Forward + backward of one efficient-matryoshka step at one rate pair, on meta tensors."""
     tasks = model.config.tasks
     projected = encode_and_project(model, inputs, seconds, rates, grad=True)
-    inputs_embeds, targets = lm_rows(model, projected, tasks, transcript_tokens)
+    inputs_embeds, logits_to_keep = lm_rows(model, projected, tasks, transcript_tokens)
     model.model.route_adapters(tasks, inputs_embeds.shape[0])
     hidden = model.model.language_model(inputs_embeds=inputs_embeds, use_cache=False).last_hidden_state
-    # The LM head runs on target positions only (`_multitask_forward`): one per transcript token of every row.
-    target_hidden = hidden[:, -transcript_tokens - 1 : -1].reshape(-1, hidden.shape[-1])[:targets]
-    logits = model.lm_head(target_hidden).float()
-    labels = torch.zeros(targets, dtype=torch.long, device="meta")
+    # The LM head runs on the last `logits_to_keep` positions of every row, as in the training step.
+    logits = model.lm_head(hidden[:, -logits_to_keep:]).float().flatten(0, 1)
+    labels = torch.zeros(logits.shape[0], dtype=torch.long, device="meta")
     F.cross_entropy(logits, labels).backward()
 
 
@@ -362,10 +362,10 @@ def measure_real_step(size: str, clips: int, seconds: float, transcript_tokens: 
     config = build_config(size, processor)
     model = prepare_for_training(build_model(config), checkpointing)
     batch = cast_media(paper_batch(processor, [seconds] * clips, config, transcript_tokens - 1, 0), torch.bfloat16)
-    real_flops = count_flops(lambda: omni_step(model, batch, 4, 2))
+    real_flops = count_flops(lambda: omni_step(model, processor, batch, 4, 2))
     rss_before = current_rss_mb()
     reset_peak_rss()
-    real_memory = training_memory(model, lambda: omni_step(model, batch, 4, 2))
+    real_memory = training_memory(model, lambda: omni_step(model, processor, batch, 4, 2))
     rss_increase = (peak_rss_mb() - rss_before) * 2**20
     meta_model = build_meta_model(config, checkpointing)
     rates = {"audio": 4, "video": 2}

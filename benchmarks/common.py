@@ -24,6 +24,7 @@ from transformers import AutoTokenizer, LlamaConfig, WhisperConfig, WhisperFeatu
 
 from omni_avsr import AVHubertVideoConfig, OmniAVSRConfig, OmniAVSRForConditionalGeneration, OmniAVSRProcessor
 from omni_avsr.components import find_smollm2_gguf
+from omni_avsr.configuration_omni_avsr import MEDIA_INPUTS, TASK_MODALITIES, pad_rows
 from omni_avsr.media import SAMPLING_RATE, VIDEO_FPS
 
 
@@ -214,6 +215,17 @@ def make_batch(processor: OmniAVSRProcessor, durations: list[float], seed: int =
     transcripts = [TRANSCRIPTS[index % len(TRANSCRIPTS)] for index in range(len(durations))] if text else None
     features = processor(audio=audio, videos=videos, text=transcripts, sampling_rate=SAMPLING_RATE, return_tensors="pt")
     return dict(features)
+
+
+def decoding_inputs(config, processor: OmniAVSRProcessor, batch: dict, task: str, clips: int, **rates) -> dict:
+    """`generate`'s inputs for the first `clips` clips of a processed batch: the media `task` reads and its prompt at
+    `rates` (`audio_rate=`, `video_rate=`), laid out with the ids of `config` (the paper presets have stand-in ids and
+    no tokenizer)."""
+    media = {name: batch[name][:clips] for modality in TASK_MODALITIES[task] for name in MEDIA_INPUTS[modality]}
+    rates = {name: rate for name, rate in rates.items() if rate is not None and name[: -len("_rate")] in TASK_MODALITIES[task]}
+    rows = config.sequence_tokens().batch_prompt_ids(task, processor.media_token_counts(media, **rates))
+    input_ids, attention_mask = pad_rows(rows, config.pad_token_id, "left")
+    return {**media, "input_ids": input_ids, "attention_mask": attention_mask, "task": task, **rates}
 
 
 def describe_batch(batch: dict, durations: list[float]) -> dict:

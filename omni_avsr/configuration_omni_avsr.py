@@ -12,6 +12,7 @@ import torch
 from huggingface_hub.dataclasses import strict
 from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
+from transformers.utils import logging
 
 from .configuration_avhubert import AVHubertVideoConfig
 
@@ -33,6 +34,8 @@ AUDIO_PLACEHOLDER = "<|AUDIO|>"
 VIDEO_PLACEHOLDER = "<|VIDEO|>"
 PLACEHOLDER_TOKENS = (AUDIO_PLACEHOLDER, VIDEO_PLACEHOLDER)
 IGNORE_INDEX = -100
+
+logger = logging.get_logger(__name__)
 
 
 def media_inputs(inputs) -> dict:
@@ -195,6 +198,11 @@ class SequenceTokens:
         ]
 
 
+# Keys that older config.json files hold and that are training policy now (the training arguments' option for each):
+# read and left out, with a note.
+TRAINING_POLICY_KEYS = {"train_padding": "--train_padding"}
+
+
 @strict
 class OmniAVSRConfig(PreTrainedConfig):
     r"""
@@ -246,11 +254,6 @@ class OmniAVSRConfig(PreTrainedConfig):
         pad_token_id (`int`, *optional*): id used to pad text.
         freeze_audio_encoder, freeze_video_encoder, freeze_language_model (`bool`, default `True`): frozen parts keep
             their weights (LoRA and projectors always train). Frozen encoders also stay in eval mode in training.
-        train_padding (`str`, defaults to `"masked"`): how the training forward treats a padded batch. `"masked"`: each
-            clip keeps its own length (padded frames are masked in the video encoder and dropped before the LM), so
-            a clip's loss does not depend on its batch-mates. `"official"`: the official implementation's batching,
-            for reproducing its numbers: padded video frames are attended and every clip gets as many audio/video
-            tokens as the longest clip (audio cut at `max(longest, 0.5 s)`). Generation always uses `"masked"`.
         audio_full_window (`bool`, defaults to `True`): run the Whisper encoder on its full 30 s window, as Whisper
             was trained and the official code does. `False` encodes only up to the longest clip of the batch (with
             masking, so results do not depend on batch-mates): much faster for short clips, but the encoder output
@@ -312,12 +315,16 @@ class OmniAVSRConfig(PreTrainedConfig):
     freeze_audio_encoder: bool = True
     freeze_video_encoder: bool = True
     freeze_language_model: bool = True
-    train_padding: str = "masked"
     audio_full_window: bool = True
     initializer_range: float = 0.02
     tie_word_embeddings: bool = False
 
     def __post_init__(self, **kwargs):
+        for name in set(kwargs) & set(TRAINING_POLICY_KEYS):
+            logger.info(
+                f"OmniAVSRConfig: {name}={kwargs.pop(name)!r} in an older config.json is training policy now, not the "
+                f"model's: {TRAINING_POLICY_KEYS[name]} of the training scripts sets it."
+            )
         self.audio_rates = [int(rate) for rate in self.audio_rates]
         self.video_rates = [int(rate) for rate in self.video_rates]
         self.lora_target_modules = list(self.lora_target_modules)
@@ -438,8 +445,6 @@ class OmniAVSRConfig(PreTrainedConfig):
             raise ValueError("compression='stack' needs projector_per_rate=True: the projector input grows with the rate.")
         if self.lora_variant not in LORA_VARIANTS:
             raise ValueError(f"lora_variant must be one of {LORA_VARIANTS}, got {self.lora_variant!r}.")
-        if self.train_padding not in ("masked", "official"):
-            raise ValueError(f"train_padding must be 'masked' or 'official', got {self.train_padding!r}.")
         if len(self.task_weights) != len(TASKS):
             raise ValueError(f"task_weights needs one weight per task {TASKS}, got {list(self.task_weights)}.")
         for modality in ("audio", "video"):

@@ -62,7 +62,7 @@ class OmniAVSRProcessor(ProcessorMixin):
       chosen rates — followed by the transcript and EOS when `text` is given, with `labels` (-100 on the prompt);
       and `task`, `audio_rate`, `video_rate`, which `model(**inputs)` / `model.generate(**inputs)` take as they are.
     - without a task: the media only, and `labels` holding each transcript + EOS (right-padded with -100): a training
-      batch, for which the model lays out every task's sequence itself (efficient matryoshka training).
+      batch, whose every task's rows the training step lays out (`omni_avsr.training.matryoshka`).
 
     The tokenizer gets the `<audio>`, `</audio>`, `<video>`, `</video>` markers, the `<|AUDIO|>`, `<|VIDEO|>`
     placeholders and a `<pad>` token when it lacks them; the LM's embeddings must cover every id but the placeholders
@@ -293,26 +293,19 @@ class OmniAVSRProcessor(ProcessorMixin):
         missing = [modality for modality in needs if modality not in available]
         if missing:
             raise ValueError(f"task={task!r} needs {' and '.join(needs)}; give {' and '.join(missing)} too.")
-        counts = {}
-        rates = {}
-        if "audio" in needs:
-            rates["audio_rate"] = check_rate("audio", audio_rate, self.audio_rates)
-            frames = audio_encoder_frames(
-                torch.from_numpy(data["input_features_mask"].sum(-1)), self.feature_extractor.nb_max_frames
-            )
-            counts["audio"] = compressed_length(frames, rates["audio_rate"]).tolist()
-        if "video" in needs:
-            rates["video_rate"] = check_rate("video", video_rate, self.video_rates)
-            counts["video"] = compressed_length(torch.from_numpy(data["video_mask"].sum(-1)), rates["video_rate"]).tolist()
+        rates = {
+            f"{modality}_rate": check_rate(modality, rate, self.rates(modality))
+            for modality, rate in (("audio", audio_rate), ("video", video_rate))
+            if modality in needs
+        }
+        counts = self.media_token_counts(data, **rates)
         batch_size = len(next(iter(counts.values())))
-        rows = self.sequence_tokens.batch_prompt_ids(task, counts, self._prompt_ids(prompt, batch_size))
-        row_labels = [[IGNORE_INDEX] * len(row) for row in rows]
+        transcripts = None
         if texts is not None:
-            transcripts = self.transcript_ids(texts, [f"text[{index}]" for index in range(len(texts))])
-            for index, ids in enumerate(transcripts):
-                transcript = ids + [self.tokenizer.eos_token_id]
-                rows[index] = rows[index] + transcript
-                row_labels[index] = row_labels[index] + transcript
+            eos = self.tokenizer.eos_token_id
+            names = [f"text[{index}]" for index in range(len(texts))]
+            transcripts = [ids + [eos] for ids in self.transcript_ids(texts, names)]
+        rows, row_labels = self.task_rows(task, counts, transcripts, self._prompt_ids(prompt, batch_size))
         input_ids, attention_mask = pad_rows(rows, self.tokenizer.pad_token_id, padding_side)
         output = {"input_ids": input_ids.numpy(), "attention_mask": attention_mask.numpy()}
         if texts is not None:
@@ -322,6 +315,39 @@ class OmniAVSRProcessor(ProcessorMixin):
             for name in MEDIA_INPUTS[modality]:
                 data.pop(name, None)
         return {**output, "task": task, **rates}
+
+    def rates(self, modality: str) -> list[int]:
+        return self.audio_rates if modality == "audio" else self.video_rates
+
+    def media_token_counts(self, media, audio_rate: int | None = None, video_rate: int | None = None) -> dict:
+        """LM tokens of each clip at the given rates (`{"audio": [...], "video": [...]}`, a modality per rate given),
+        from the processed media's masks (numpy arrays or tensors; a video without `video_mask` counts every frame)."""
+        counts = {}
+        if audio_rate is not None:
+            mask_lengths = torch.as_tensor(media["input_features_mask"]).sum(-1)
+            frames = audio_encoder_frames(mask_lengths, self.feature_extractor.nb_max_frames)
+            counts["audio"] = compressed_length(frames, audio_rate).tolist()
+        if video_rate is not None:
+            if media.get("video_mask") is not None:
+                frames = torch.as_tensor(media["video_mask"]).sum(-1)
+            else:
+                batch_size, num_frames = media["pixel_values_videos"].shape[:2]
+                frames = torch.full((batch_size,), num_frames)
+            counts["video"] = compressed_length(frames, video_rate).tolist()
+        return counts
+
+    def task_rows(
+        self, task: str, token_counts: dict[str, list[int]], transcripts=None, prompts=None
+    ) -> tuple[list[list[int]], list[list[int]]]:
+        """The token ids of `task`'s sequence for each clip (`token_counts` media tokens per modality), unpadded:
+        the prompt, then the clip's transcript ids when `transcripts` are given; and the labels (-100 on the prompt).
+        `prompts` (ids, one per clip, or None) replace the task's instruction."""
+        rows = self.sequence_tokens.batch_prompt_ids(task, token_counts, prompts)
+        labels = [[IGNORE_INDEX] * len(row) for row in rows]
+        if transcripts is not None:
+            rows = [row + list(transcript) for row, transcript in zip(rows, transcripts)]
+            labels = [label + list(transcript) for label, transcript in zip(labels, transcripts)]
+        return rows, labels
 
     def _prompt_ids(self, prompt, batch_size: int) -> list[list[int] | None]:
         if prompt is None:

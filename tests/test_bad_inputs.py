@@ -600,10 +600,6 @@ CASES = {
         lambda ws: _generate(input_ids=_batch()["input_ids"][:1], attention_mask=_batch()["attention_mask"][:1]),
         ValueError, ("input_features holds 2 clip(s) but input_ids has 1 row(s)", "expected one row per clip"),
     ),
-    "generate: video_mask without pixel_values_videos": Case(
-        lambda ws: _generate(task="asr", video_mask=_batch()["video_mask"]), ValueError,
-        ("video_mask was given without pixel_values_videos",),
-    ),
     "generate: an empty batch of media": Case(
         lambda ws: partial(_omni()[0].generate, input_features=torch.zeros(0, 80, 3000),
                            input_features_mask=torch.zeros(0, 3000, dtype=torch.long), task="asr"), ValueError,

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from omni_avsr.training.arguments import ModelArguments
+from omni_avsr.training.matryoshka import matryoshka_step
 from omni_avsr.training.quantization import quantize_language_model
 from tiny_models import randomize_lora, tiny_batch, tiny_model, tiny_processor
 
@@ -35,13 +36,13 @@ def test_quantised_language_model_trains_lora_with_a_close_loss(processor, bits)
     pytest.importorskip("bitsandbytes", reason="the [quantization] extra")
     model = bf16_model(processor)
     batch = bf16_batch(processor)
-    reference = model(**batch, audio_rate=4, video_rate=2)
+    reference = matryoshka_step(model, processor, batch, audio_rate=4, video_rate=2)
     quantised = copy.deepcopy(model)
     quantize_language_model(quantised, bits)
     layer = quantised.model.language_model.layers[0]
     assert type(layer.self_attn.q_proj.base_layer).__name__ == ("Linear4bit" if bits == "4bit" else "Linear8bitLt")
     assert type(layer.mlp.down_proj).__name__ == type(layer.self_attn.q_proj.base_layer).__name__
-    outputs = quantised(**batch, audio_rate=4, video_rate=2)
+    outputs = matryoshka_step(quantised, processor, batch, audio_rate=4, video_rate=2)
     for task in ("asr", "vsr", "avsr"):
         assert outputs[f"{task}_loss"] != reference[f"{task}_loss"], "the LM really is quantised"
         assert float(outputs[f"{task}_loss"]) == pytest.approx(float(reference[f"{task}_loss"]), rel=1e-2)  # NF4 on 32-wide layers
@@ -80,7 +81,7 @@ def test_a_quantised_model_saves_a_plain_folder_that_loads_and_resumes(processor
     model = bf16_model(processor)
     quantize_language_model(model, bits)
     batch = bf16_batch(processor)
-    reference = model(**batch, audio_rate=4, video_rate=2)
+    reference = matryoshka_step(model, processor, batch, audio_rate=4, video_rate=2)
     model.save_pretrained(tmp_path)
     saved = load_file(tmp_path / "model.safetensors")
     q_proj = "model.language_model.layers.0.self_attn.q_proj.base_layer."
@@ -89,11 +90,12 @@ def test_a_quantised_model_saves_a_plain_folder_that_loads_and_resumes(processor
 
     reloaded = OmniAVSRForConditionalGeneration.from_pretrained(tmp_path, dtype=torch.bfloat16).train()
     assert type(reloaded.model.language_model.layers[0].self_attn.q_proj.base_layer) is torch.nn.Linear
-    dense_loss = reloaded(**batch, audio_rate=4, video_rate=2).loss
+    dense_loss = matryoshka_step(reloaded, processor, batch, audio_rate=4, video_rate=2).loss
     assert float(dense_loss) == pytest.approx(float(reference.loss), rel=1e-3)
 
     resumed = bf16_model(processor)
     quantize_language_model(resumed, bits)
     result = resumed.load_state_dict(saved, strict=False)
     assert result.unexpected_keys == [] and set(result.missing_keys) <= {"lm_head.weight"}
-    assert float(resumed(**batch, audio_rate=4, video_rate=2).loss) == pytest.approx(float(reference.loss), rel=1e-3)
+    resumed_loss = matryoshka_step(resumed, processor, batch, audio_rate=4, video_rate=2).loss
+    assert float(resumed_loss) == pytest.approx(float(reference.loss), rel=1e-3)

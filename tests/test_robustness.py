@@ -33,6 +33,7 @@ from omni_avsr.media import MAX_CLIP_SECONDS, load_audio, load_clip
 from omni_avsr.model_card import main as model_card
 from omni_avsr.training.checkpoints import checkpoint_to_resume, last_complete_checkpoint
 from omni_avsr.training.evaluation import evaluate_wer, evaluation_cells
+from omni_avsr.training.matryoshka import matryoshka_step
 
 
 def transcribe(*argv):
@@ -126,10 +127,13 @@ def test_non_finite_inputs_and_settings_are_refused_naming_them(tmp_path):
             model.generate(**{**inputs, name: tensor}, max_new_tokens=2)
     with torch.no_grad():
         features = model.get_audio_features(inputs["input_features"], inputs["input_features_mask"])
-    embeddings, attention_mask = model.prompt_embeddings("asr", audio_features=features)
+        prompt = processor(audio=audio, sampling_rate=16000, task="asr")
+        embeddings = model.model.merge_media(
+            model.model.embed_tokens(prompt["input_ids"]), prompt["input_ids"], {"audio": features}
+        )
     embeddings[0, 2, 0] = float("inf")
     with pytest.raises(ValueError, match=r"^inputs_embeds holds 1 NaN or infinite value\(s\)"):
-        model.generate(inputs_embeds=embeddings, attention_mask=attention_mask, task="asr", max_new_tokens=2)
+        model.generate(inputs_embeds=embeddings, attention_mask=prompt["attention_mask"], task="asr", max_new_tokens=2)
     # The pipelines name the input.
     recognizer = pipeline("audio-visual-speech-recognition", model=model, processor=processor)
     with pytest.raises(ValueError, match=r"^the input dict's 'audio' holds 1 NaN"):
@@ -165,7 +169,7 @@ def test_non_finite_logits_are_an_error_not_a_transcript(model_dir, media_dir, t
     for batch, options in (
         (inputs, {}),
         (inputs, {"num_beams": 2}),
-        (inputs, {"num_beams": 2, "share_prompt_prefill": False}),
+        (inputs, {"num_beams": 2, "share_prompt_prefill": True}),
         (inputs, {"do_sample": True}),
         (one_clip, {"prompt_lookup_num_tokens": 2}),  # assisted decoding
     ):
@@ -405,7 +409,7 @@ def test_a_folder_whose_config_does_not_describe_its_weights_is_refused_for_infe
     with pytest.raises(ValueError, match="its weights do not cover the model its config.json describes"):
         evaluate_wer(model, processor, [], evaluation_cells(model.config))
     model.train()
-    output = model(**tiny_batch(processor, num_clips=2), audio_rate=model.config.audio_rates[-1])
+    output = matryoshka_step(model, processor, tiny_batch(processor, num_clips=2), audio_rate=model.config.audio_rates[-1])
     output.loss.backward()
     assert torch.isfinite(output.loss)
     # Trained since loading, the model is the caller's to transcribe with (with a processor of its own rates).
@@ -510,15 +514,11 @@ def test_every_path_of_a_config_without_token_ids_reaches_its_clear_error():
     model = OmniAVSRForConditionalGeneration(OmniAVSRConfig(**config)).eval()
     audio, videos = tiny_clips(2)
     inputs = processor(audio=audio, videos=videos, sampling_rate=16000, task="avsr")
-    media_only = {name: inputs[name] for name in ("input_features", "input_features_mask")}
-    with torch.no_grad():
-        features = model.get_audio_features(**media_only)
     calls = {
         "forward": lambda: model(**inputs),
         "generate": lambda: model.generate(**inputs, max_new_tokens=2),
-        "generate on media alone": lambda: model.generate(**media_only, task="asr", max_new_tokens=2),
-        "training forward": lambda: model(**tiny_batch(processor, num_clips=2), tasks=["asr"]),
-        "prompt_embeddings": lambda: model.prompt_embeddings("asr", audio_features=features),
+        "training step": lambda: matryoshka_step(model, processor, tiny_batch(processor, num_clips=2), tasks=["asr"]),
+        "embeddings of a prompt": lambda: model.model.embed_tokens(inputs["input_ids"]),
     }
     for name, call in calls.items():
         with pytest.raises(ValueError, match=r"^OmniAVSRConfig has no audio_token_id, video_token_id, pad_token_id, "

@@ -8,6 +8,7 @@ from transformers import WhisperFeatureExtractor
 from omni_avsr import OmniAVSRForConditionalGeneration, OmniAVSRProcessor
 from omni_avsr.components import find_smollm2_gguf, load_language_model
 from omni_avsr.modeling_avhubert import AVHubertVideoModel
+from omni_avsr.training.matryoshka import matryoshka_step
 from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
 
@@ -43,7 +44,7 @@ def test_smollm2_backbone_trains_and_generates(smollm2, tmp_path):
     audio, videos = tiny_clips(2)
     batch = processor(audio=audio, videos=videos, text=TRANSCRIPTS[:2], sampling_rate=16000)
     model.train()
-    output = model(**batch, audio_rate=4, video_rate=2)
+    output = matryoshka_step(model, processor, batch, audio_rate=4, video_rate=2)
     assert torch.isfinite(output.loss)
     output.loss.backward()
     lora_b = [param for name, param in model.language_model.named_parameters() if ".lora_B." in name]
@@ -51,7 +52,8 @@ def test_smollm2_backbone_trains_and_generates(smollm2, tmp_path):
     assert all(param.grad is not None and param.grad.abs().sum() > 0 for param in lora_b)
 
     model.eval()
-    tokens = model.generate(**{k: v for k, v in batch.items() if k != "labels"}, task="avsr", max_new_tokens=5)
+    inputs = processor(audio=audio, videos=videos, sampling_rate=16000, task="avsr")
+    tokens = model.generate(**inputs, max_new_tokens=5)[:, inputs["input_ids"].shape[1]:]
     assert tokens.shape[0] == 2 and 1 <= tokens.shape[1] <= 5
     assert all(isinstance(text, str) for text in processor.decode_transcripts(tokens))
 

@@ -34,11 +34,13 @@ def tiny_processor(with_bos: bool = True) -> OmniAVSRProcessor:
     return OmniAVSRProcessor(feature_extractor=WhisperFeatureExtractor(feature_size=80), tokenizer=tiny_tokenizer(with_bos))
 
 
-def tiny_config(processor: OmniAVSRProcessor, llm: str = "llama", audio: bool = True, video: bool = True, **kwargs):
+def tiny_config(
+    processor: OmniAVSRProcessor, llm: str = "llama", audio: bool = True, video: bool = True, vocab_size=None, **kwargs
+):
     text_kwargs = dict(
         hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, intermediate_size=64,
-        # The LM's vocabulary ends before the placeholders (as assembled or converted models' does).
-        vocab_size=text_vocabulary_size(processor.tokenizer), tie_word_embeddings=True,
+        # By default the LM's vocabulary ends before the placeholders (as assembled or converted models' does).
+        vocab_size=vocab_size or text_vocabulary_size(processor.tokenizer), tie_word_embeddings=True,
     )
     text_config = LlamaConfig(**text_kwargs) if llm == "llama" else Qwen2Config(**text_kwargs)
     options = dict(lora_rank=4, lora_alpha=8, video_lora_rank=4, video_lora_alpha=8, projector_hidden_size=48)

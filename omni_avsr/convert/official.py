@@ -184,7 +184,6 @@ def build_config(layout, state_dict, text_config, whisper_config, avhubert_confi
         video_lora_alpha=OFFICIAL_VIDEO_LORA_SCALE * layout["video_lora_rank"],
         task_weights=args.task_weights,
         task_prompts={"asr": args.prompt_asr, "vsr": args.prompt_vsr, "avsr": args.prompt_avsr},
-        train_padding=args.train_padding,
     )
     config.set_token_ids(tokenizer)
     return config
@@ -300,7 +299,6 @@ def parse_args(argv=None):
     parser.add_argument("--prompt-asr", default="Transcribe speech to text.")
     parser.add_argument("--prompt-vsr", default="Transcribe video to text.")
     parser.add_argument("--prompt-avsr", default="Transcribe speech and video to text.")
-    parser.add_argument("--train-padding", choices=["masked", "official"], default="masked")
     parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32")
     add_debug_flag(parser)
     args = parser.parse_args(argv)

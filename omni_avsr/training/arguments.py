@@ -70,7 +70,6 @@ class ModelArguments:
     freeze_video_encoder: bool = field(default=True, metadata={"help": "Keep the video encoder frozen (LoRA trains)."})
     freeze_language_model: bool = field(default=True, metadata={"help": "Keep the LM frozen (Omni-LoRA trains)."})
     audio_full_window: bool = field(default=True, metadata={"help": "Encode audio in Whisper's full 30 s window."})
-    train_padding: str = field(default="masked", metadata={"help": "masked, or official (the reference's batching)."})
     quantize_language_model: str | None = field(
         default=None,
         metadata={"help": "4bit (NF4) or 8bit (int8): the frozen LM's linear layers through bitsandbytes, Omni-LoRA "
@@ -85,7 +84,7 @@ class ModelArguments:
         names = (
             "lora_variant", "audio_rates", "video_rates", "task_weights", "compression", "projector_hidden_size",
             "lora_rank", "lora_alpha", "video_lora_rank", "video_lora_alpha", "freeze_audio_encoder",
-            "freeze_video_encoder", "freeze_language_model", "audio_full_window", "train_padding",
+            "freeze_video_encoder", "freeze_language_model", "audio_full_window",
         )
         options = {name: getattr(self, name) for name in names}
         if self.tasks is not None:
@@ -160,6 +159,11 @@ class OmniAVSRTrainingArguments(TrainingArguments):
     prediction_loss_only: bool = field(default=True)
     report_to: str | list[str] = field(default="tensorboard")
     logging_steps: float = field(default=10)
+    train_padding: str = field(
+        default="masked",
+        metadata={"help": "masked (each clip keeps its length), or official: the reference's batches, every clip as "
+        "long as the longest (to reproduce its numbers)."},
+    )
     train_tasks: list[str] | None = field(
         default=None,
         metadata={

@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from ..command_line import prepare_output_dir, write_text_atomically
-from ..configuration_omni_avsr import TASK_MODALITIES, media_inputs
+from ..configuration_omni_avsr import TASK_MODALITIES, media_inputs, pad_rows
 from ..data.augment import add_noise
 
 
@@ -168,14 +168,22 @@ def encode_clips(model, processor, audio: list | None, frames: list | None, moda
 
 
 def decode_cell(model, processor, encoded: dict, cell: EvaluationCell, **generate_kwargs) -> list[str]:
-    """The transcripts of a cell's task at its rates, from media `encode_clips` encoded (compress, project, decode)."""
+    """The transcripts of a cell's task at its rates, from media `encode_clips` encoded: compressed and projected at
+    the rates, merged into the prompt the processor lays out for their token counts, and decoded with the prompt
+    prefilled once per clip (not per beam)."""
     rates = {"audio": cell.audio_rate, "video": cell.video_rate}
     features = {
-        f"{modality}_features": model.model.project_media(modality, *encoded[modality], rates[modality])
+        modality: model.model.project_media(modality, *encoded[modality], rates[modality])
         for modality in TASK_MODALITIES[cell.task]
     }
-    inputs_embeds, attention_mask = model.prompt_embeddings(cell.task, **features)
-    tokens = model.generate(inputs_embeds=inputs_embeds, attention_mask=attention_mask, task=cell.task, **generate_kwargs)
+    counts = {modality: value.token_lengths.tolist() for modality, value in features.items()}
+    rows, _ = processor.task_rows(cell.task, counts)
+    input_ids, attention_mask = (tensor.to(model.device) for tensor in pad_rows(rows, processor.tokenizer.pad_token_id, "left"))
+    inputs_embeds = model.model.merge_media(model.model.embed_tokens(input_ids), input_ids, features)
+    tokens = model.generate(
+        inputs_embeds=inputs_embeds, attention_mask=attention_mask, task=cell.task, share_prompt_prefill=True,
+        **generate_kwargs,
+    )
     return processor.decode_transcripts(tokens)
 
 

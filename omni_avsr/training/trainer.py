@@ -12,6 +12,7 @@ from transformers.trainer_utils import seed_worker
 from ..configuration_omni_avsr import TASKS
 from ..data.lrs import set_augmentation_epoch
 from ..data.sampler import FrameBudgetBatchSampler
+from .matryoshka import matryoshka_step
 
 
 class AugmentationEpochBatchSampler(FrameBudgetBatchSampler):
@@ -37,8 +38,9 @@ class OmniAVSRTrainer(Trainer):
     length-bucketed batching; `per_device_train_batch_size` is not used for training) and whose logs carry the
     per-task losses next to the weighted total. `args.train_tasks` restricts the tasks trained (all by default).
 
-    The multi-task loss needs nothing special from the training step: the model runs all tasks in one LM call with
-    adapters routed per row, so one backward gives every adapter its gradient (also under activation checkpointing).
+    Each batch (clips and transcripts, `OmniAVSRDataCollator`) is one efficient-matryoshka step
+    (`omni_avsr.training.matryoshka`): one rate pair, the encoders once, all tasks in one LM call with adapters routed
+    per row, so one backward gives every adapter its gradient (also under activation checkpointing).
     """
 
     def __init__(self, *args, max_frames_per_batch: int = 1500, max_clips_per_batch: int | None = None, **kwargs):
@@ -77,10 +79,11 @@ class OmniAVSRTrainer(Trainer):
         return dataloader
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        train_tasks = getattr(self.args, "train_tasks", None)
-        if model.training and train_tasks:
-            inputs = {**inputs, "tasks": train_tasks}
-        outputs = model(**inputs)
+        if self.accelerator.unwrap_model(model).config.model_type == "omni_avsr":
+            tasks = self.args.train_tasks if model.training else None
+            outputs = matryoshka_step(model, self.processing_class, inputs, tasks=tasks, padding=self.args.train_padding)
+        else:  # the CTC lip reader (run_lip_reading_ctc.py): its own loss
+            outputs = model(**inputs)
         if model.training:
             for task in TASKS:
                 task_loss = outputs.get(f"{task}_loss")
