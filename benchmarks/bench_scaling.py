@@ -56,7 +56,9 @@ from common import (
     reset_peak_rss,
 )
 from omni_avsr import OmniAVSRForConditionalGeneration
-from omni_avsr.configuration_omni_avsr import TASK_MODALITIES, compressed_length
+from omni_avsr.configuration_omni_avsr import TASK_MODALITIES
+from omni_avsr.modeling_omni_avsr import compressed_length
+from omni_avsr.processing_omni_avsr import SequenceTokens
 from omni_avsr.media import VIDEO_FPS
 from omni_avsr.presets import BACKBONES, backbone, paper_config
 
@@ -72,8 +74,8 @@ NF4_BYTES_PER_WEIGHT = (4 + 0.127) / 8
 
 
 def task_row_length(config, task: str, media_tokens: dict, transcript_tokens: int) -> int:
-    """Tokens of one training row of `task`: the prompt laid out by the config's rule, then the transcript."""
-    prompt = config.sequence_tokens().prompt_ids(task, media_tokens.get("audio", 0), media_tokens.get("video", 0))
+    """Tokens of one training row of `task`: the prompt laid out with the config's ids, then the transcript."""
+    prompt = SequenceTokens.from_config(config).prompt_ids(task, media_tokens.get("audio", 0), media_tokens.get("video", 0))
     return len(prompt) + transcript_tokens
 
 

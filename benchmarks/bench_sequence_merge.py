@@ -39,7 +39,8 @@ from common import (
     make_batch,
     measure,
 )
-from omni_avsr.configuration_omni_avsr import IGNORE_INDEX, TASK_MODALITIES, pad_rows
+from omni_avsr.configuration_omni_avsr import TASK_MODALITIES
+from omni_avsr.processing_omni_avsr import IGNORE_INDEX, pad_rows
 
 
 def per_row_loop(model, tasks, media, labels, padding_side):

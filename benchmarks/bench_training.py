@@ -59,7 +59,8 @@ from common import (
     time_once,
     utilisation,
 )
-from omni_avsr.configuration_omni_avsr import TASK_MODALITIES, media_inputs
+from omni_avsr.configuration_omni_avsr import TASK_MODALITIES
+from omni_avsr.processing_omni_avsr import media_inputs
 from omni_avsr.training.matryoshka import matryoshka_step, multitask_inputs, task_losses
 
 

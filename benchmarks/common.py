@@ -24,7 +24,8 @@ from transformers import AutoTokenizer, LlamaConfig, WhisperConfig, WhisperFeatu
 
 from omni_avsr import AVHubertVideoConfig, OmniAVSRConfig, OmniAVSRForConditionalGeneration, OmniAVSRProcessor
 from omni_avsr.components import find_smollm2_gguf
-from omni_avsr.configuration_omni_avsr import MEDIA_INPUTS, TASK_MODALITIES, pad_rows
+from omni_avsr.configuration_omni_avsr import TASK_MODALITIES
+from omni_avsr.processing_omni_avsr import MEDIA_INPUTS, SequenceTokens, pad_rows
 from omni_avsr.media import SAMPLING_RATE, VIDEO_FPS
 
 
@@ -223,7 +224,7 @@ def decoding_inputs(config, processor: OmniAVSRProcessor, batch: dict, task: str
     no tokenizer)."""
     media = {name: batch[name][:clips] for modality in TASK_MODALITIES[task] for name in MEDIA_INPUTS[modality]}
     rates = {name: rate for name, rate in rates.items() if rate is not None and name[: -len("_rate")] in TASK_MODALITIES[task]}
-    rows = config.sequence_tokens().batch_prompt_ids(task, processor.media_token_counts(media, **rates))
+    rows = SequenceTokens.from_config(config).batch_prompt_ids(task, processor.media_token_counts(media, **rates))
     input_ids, attention_mask = pad_rows(rows, config.pad_token_id, "left")
     return {**media, "input_ids": input_ids, "attention_mask": attention_mask, "task": task, **rates}
 

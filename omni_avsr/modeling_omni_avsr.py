@@ -3,6 +3,7 @@
 import re
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -22,14 +23,7 @@ from transformers.utils import ModelOutput, is_torchdynamo_compiling
 from transformers.utils.deprecation import deprecate_kwarg
 from transformers.utils.generic import can_return_tuple
 
-from .configuration_omni_avsr import (
-    TASK_MODALITIES,
-    OmniAVSRConfig,
-    check_finite,
-    compressed_length,
-    kept_mel_frames,
-    text_vocabulary_size,
-)
+from .configuration_omni_avsr import TASK_MODALITIES, OmniAVSRConfig, text_vocabulary_size
 from .modeling_avhubert import AVHubertVideoModel
 from .omni_lora import (
     OmniLoraLinear,
@@ -89,6 +83,40 @@ class OmniAVSRProjector(nn.Module):
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return self.norm(self.linear_2(self.act(self.linear_1(features))))
+
+
+# The official code never keeps fewer than 25 Whisper frames (0.5 s), even for shorter clips.
+MIN_AUDIO_FRAMES = 25
+
+
+def kept_mel_frames(num_mel_frames: torch.Tensor, max_mel_frames: int) -> torch.Tensor:
+    """Log-mel frames of a clip that the audio path keeps: at least `MIN_AUDIO_FRAMES` encoder frames' worth (a
+    shorter clip keeps some of the silence after it, as the official code), at most the Whisper window."""
+    return num_mel_frames.clamp(min=2 * MIN_AUDIO_FRAMES, max=max_mel_frames)
+
+
+def audio_encoder_frames(num_mel_frames: torch.Tensor, max_mel_frames: int) -> torch.Tensor:
+    """Whisper frames kept for a clip of `num_mel_frames` log-mel frames: Whisper's convolutions halve them."""
+    return kept_mel_frames(num_mel_frames, max_mel_frames) // 2
+
+
+def compressed_length(num_frames, rate: int):
+    """Tokens left of `num_frames` encoder frames compressed by `rate` (ints or tensors): what the processor lays
+    out placeholders for and `compress_frames` keeps.
+
+    A tail shorter than the rate is dropped, as the official code's average pooling does, except that a clip
+    shorter than one window still gives one token.
+    """
+    return num_frames // rate + (num_frames < rate)
+
+
+def check_finite(name: str, values) -> None:
+    """Refuse NaN or ±inf in `values` (a numpy array or a tensor): they pass through every layer and come out as an
+    empty or garbage transcript, with no error."""
+    finite = torch.isfinite(values) if isinstance(values, torch.Tensor) else np.isfinite(values)
+    if not finite.all():
+        bad, total = int((~finite).sum()), int(np.prod(finite.shape))
+        raise ValueError(f"{name} holds {bad} NaN or infinite value(s) of {total}; expected finite numbers.")
 
 
 def compress_frames(

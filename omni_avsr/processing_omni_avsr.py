@@ -2,6 +2,7 @@
 
 import math
 import numbers
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -10,20 +11,14 @@ from transformers.processing_utils import AudioKwargs, ProcessingKwargs, TextKwa
 
 from .configuration_omni_avsr import (
     DEFAULT_TASK_PROMPTS,
-    IGNORE_INDEX,
     MARKER_TOKENS,
-    MEDIA_INPUTS,
     PLACEHOLDER_TOKENS,
     TASK_MODALITIES,
     TASKS,
-    SequenceTokens,
-    audio_encoder_frames,
-    check_finite,
     check_rate,
     check_task,
-    compressed_length,
     default_task,
-    pad_rows,
+    sequence_token_ids,
 )
 from .media import (
     MAX_CLIP_SECONDS,
@@ -35,9 +30,95 @@ from .media import (
     is_mouth_crop,
     not_a_mouth_crop_error,
 )
+from .modeling_omni_avsr import audio_encoder_frames, check_finite, compressed_length
 from .segmentation import DEFAULT_SEGMENT_SECONDS, check_segment_seconds
 
 
+IGNORE_INDEX = -100
+# The tensors each modality reaches the model as (the processor's output names).
+MEDIA_INPUTS = {"audio": ("input_features", "input_features_mask"), "video": ("pixel_values_videos", "video_mask")}
+
+
+def media_inputs(inputs) -> dict:
+    """The media tensors of a batch (processor output or dict), by name."""
+    return {name: inputs[name] for names in MEDIA_INPUTS.values() for name in names if name in inputs}
+
+
+def pad_rows(rows: list[list[int]], value: int, side: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token id lists padded with `value` on `side` into one (rows, longest) tensor, and its attention mask."""
+    length = max(len(row) for row in rows)
+    ids = torch.full((len(rows), length), value, dtype=torch.long)
+    mask = torch.zeros((len(rows), length), dtype=torch.long)
+    for index, row in enumerate(rows):
+        span = slice(0, len(row)) if side == "right" else slice(length - len(row), length)
+        ids[index, span] = torch.tensor(row, dtype=torch.long)
+        mask[index, span] = 1
+    return ids, mask
+
+
+@dataclass
+class SequenceTokens:
+    """The token ids an Omni-AVSR sequence is made of, and its layout (written once: the processor expands
+    placeholders with it, the training step lays out its rows with it).
+
+    A task's sequence: `[BOS] <audio> A… </audio> <video> V… </video> PROMPT` (ASR drops the video block, VSR the
+    audio block; LMs without BOS, like Qwen2, start at the first marker), where A and V are placeholder tokens, one
+    per media token.
+    """
+
+    audio_start: int | None
+    audio_end: int | None
+    video_start: int | None
+    video_end: int | None
+    audio_placeholder: int | None
+    video_placeholder: int | None
+    bos: int | None
+    prompts: dict[str, list[int]] = field(default_factory=dict)
+
+    @classmethod
+    def from_tokenizer(cls, tokenizer, task_prompts: dict[str, str]) -> "SequenceTokens":
+        """Read the ids from a tokenizer that has the markers and placeholders (`OmniAVSRProcessor.prepare_tokenizer`)."""
+        return cls(**sequence_token_ids(tokenizer, task_prompts))
+
+    @classmethod
+    def from_config(cls, config) -> "SequenceTokens":
+        """The ids an `OmniAVSRConfig` stores (`config.set_token_ids`): for configs without a tokenizer at hand."""
+        config.check_token_ids()
+        return cls(
+            audio_start=config.audio_start_token_id,
+            audio_end=config.audio_end_token_id,
+            video_start=config.video_start_token_id,
+            video_end=config.video_end_token_id,
+            audio_placeholder=config.audio_token_id,
+            video_placeholder=config.video_token_id,
+            bos=config.bos_token_id,
+            prompts={task: list(ids) for task, ids in config.prompt_token_ids.items()},
+        )
+
+    def prompt_ids(
+        self, task: str, num_audio_tokens: int = 0, num_video_tokens: int = 0, prompt: list[int] | None = None
+    ) -> list[int]:
+        """The ids the LM reads before the transcript; `prompt` (ids) replaces the task's instruction."""
+        ids = [] if self.bos is None else [self.bos]
+        modalities = TASK_MODALITIES[task]
+        if "audio" in modalities:
+            ids += [self.audio_start] + [self.audio_placeholder] * num_audio_tokens + [self.audio_end]
+        if "video" in modalities:
+            ids += [self.video_start] + [self.video_placeholder] * num_video_tokens + [self.video_end]
+        return ids + list(self.prompts[task] if prompt is None else prompt)
+
+    def batch_prompt_ids(self, task: str, token_counts: dict[str, list[int]], prompts=None) -> list[list[int]]:
+        """`prompt_ids` of every clip of a batch, from each modality's tokens per clip (`{"audio": [...], ...}`)."""
+        batch_size = len(next(iter(token_counts.values())))
+        return [
+            self.prompt_ids(
+                task,
+                num_audio_tokens=token_counts["audio"][index] if "audio" in TASK_MODALITIES[task] else 0,
+                num_video_tokens=token_counts["video"][index] if "video" in TASK_MODALITIES[task] else 0,
+                prompt=None if prompts is None else prompts[index],
+            )
+            for index in range(batch_size)
+        ]
 
 
 class OmniAVSRProcessorKwargs(ProcessingKwargs, total=False):

@@ -9,8 +9,9 @@ import torch
 from tiny_models import TRANSCRIPTS, randomize_lora, tiny_clips, tiny_config, tiny_model, tiny_processor
 
 from omni_avsr import AVHubertForCTC, AVHubertVideoConfig, AVHubertVideoModel, OmniAVSRForConditionalGeneration
-from omni_avsr.configuration_omni_avsr import IGNORE_INDEX, MIN_AUDIO_FRAMES, OmniAVSRConfig
-from omni_avsr.modeling_omni_avsr import LEGACY_KEY_PREFIXES, OmniAVSRMediaOutput
+from omni_avsr.configuration_omni_avsr import OmniAVSRConfig
+from omni_avsr.modeling_omni_avsr import LEGACY_KEY_PREFIXES, MIN_AUDIO_FRAMES, OmniAVSRMediaOutput
+from omni_avsr.processing_omni_avsr import IGNORE_INDEX
 from omni_avsr.training.matryoshka import matryoshka_step
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 

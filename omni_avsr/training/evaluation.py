@@ -12,7 +12,8 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from ..command_line import prepare_output_dir, write_text_atomically
-from ..configuration_omni_avsr import TASK_MODALITIES, media_inputs, pad_rows
+from ..configuration_omni_avsr import TASK_MODALITIES
+from ..processing_omni_avsr import media_inputs, pad_rows
 from ..data.augment import add_noise
 
 

@@ -15,7 +15,8 @@ import torch
 from torch.nn import functional as F
 from transformers.utils import ModelOutput
 
-from ..configuration_omni_avsr import IGNORE_INDEX, MEDIA_INPUTS, TASK_MODALITIES, pad_rows
+from ..configuration_omni_avsr import TASK_MODALITIES
+from ..processing_omni_avsr import IGNORE_INDEX, MEDIA_INPUTS, pad_rows
 
 
 TRAIN_PADDINGS = ("masked", "official")
