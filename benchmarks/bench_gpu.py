@@ -41,6 +41,7 @@ from common import (
     parameter_counts,
 )
 from omni_avsr.presets import BACKBONES, paper_config
+from omni_avsr.training.policy import keep_frozen_encoders_in_eval_mode
 
 
 # NVIDIA datasheet dense (no sparsity) BF16 tensor-core peaks, TFLOP/s; the first name fragment that matches wins.
@@ -125,7 +126,7 @@ def run_backbone(name: str, args, device, processor, spec_peak, measured_peak) -
     media_dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     with device:
         model = build_model(config, seed=args.seed)
-        model = (to_frozen_bf16(model) if media_dtype == torch.bfloat16 else model).train()
+        model = keep_frozen_encoders_in_eval_mode((to_frozen_bf16(model) if media_dtype == torch.bfloat16 else model).train())
     if checkpointed:
         model.activation_checkpointing_enable({"use_reentrant": False})
     trainable = [param for param in model.parameters() if param.requires_grad]

@@ -61,6 +61,7 @@ from omni_avsr.modeling_omni_avsr import compressed_length
 from omni_avsr.processing_omni_avsr import SequenceTokens
 from omni_avsr.media import VIDEO_FPS
 from omni_avsr.presets import BACKBONES, backbone, paper_config
+from omni_avsr.training.policy import freeze, keep_frozen_encoders_in_eval_mode
 
 
 AUDIO_FRAMES_PER_S = 50
@@ -96,19 +97,19 @@ def encode_and_project(model, inputs: dict, seconds: float, rates: dict, grad: b
     """The training forward's media path on meta tensors: each encoder once (frozen ones without autograd), then
     `project_media` at the rate; returns each modality's projected tokens (a clip's tail shorter than the rate is
     padding after `project_media`, and is not merged into the LM rows)."""
-    inner, config = model.model, model.config
+    inner = model.model
     clips = inputs["input_features"].shape[0]
     projected = {}
-    with torch.set_grad_enabled(grad and not config.freeze_audio_encoder):
-        audio = inner.audio_encoder(inputs["input_features"].to(inner.audio_encoder.dtype))
+    with torch.set_grad_enabled(grad):
+        audio = inner.audio_tower(inputs["input_features"].to(inner.audio_tower.dtype))
     frames = round(seconds * AUDIO_FRAMES_PER_S)
     audio.last_hidden_state = audio.last_hidden_state[:, :frames]
     lengths = torch.full((clips,), frames, device="meta")
     with torch.set_grad_enabled(grad):
         tokens = compressed_length(frames, rates["audio"])
         projected["audio"] = inner.project_media("audio", audio, lengths, rates["audio"]).pooler_output[:, :tokens]
-        pixels = inputs["pixel_values_videos"].to(inner.video_encoder.dtype)
-        video = inner.video_encoder(pixels, video_mask=inputs["video_mask"], return_dict=True)
+        pixels = inputs["pixel_values_videos"].to(inner.video_tower.dtype)
+        video = inner.video_tower(pixels, video_mask=inputs["video_mask"], return_dict=True)
         lengths = torch.full((clips,), pixels.shape[1], device="meta")
         tokens = compressed_length(pixels.shape[1], rates["video"])
         projected["video"] = inner.project_media("video", video, lengths, rates["video"]).pooler_output[:, :tokens]
@@ -189,7 +190,9 @@ def build_meta_model(config, checkpointing: bool = False) -> OmniAVSRForConditio
 
 
 def prepare_for_training(model, checkpointing: bool):
-    model = to_frozen_bf16(model).train()
+    """The paper's training policy (frozen encoders and LM, in eval mode for the encoders), bf16 frozen weights."""
+    freeze(model)
+    model = keep_frozen_encoders_in_eval_mode(to_frozen_bf16(model).train())
     if checkpointing:
         model.activation_checkpointing_enable({"use_reentrant": False})
     return model

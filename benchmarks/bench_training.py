@@ -62,6 +62,7 @@ from common import (
 from omni_avsr.configuration_omni_avsr import TASK_MODALITIES
 from omni_avsr.processing_omni_avsr import media_inputs
 from omni_avsr.training.matryoshka import matryoshka_step, multitask_inputs, task_losses
+from omni_avsr.training.policy import keep_frozen_encoders_in_eval_mode
 
 
 VARIANTS = (
@@ -272,16 +273,17 @@ def main():
 
     processor = build_processor(args.size)
     full_window = args.audio_window == "full"
-    omni = build_model(build_config(args.size, processor, audio_full_window=full_window), seed=args.seed).train()
+    omni = build_model(build_config(args.size, processor, audio_full_window=full_window), seed=args.seed)
+    omni = keep_frozen_encoders_in_eval_mode(omni.train())
     single_task = {
         "asr": dict(video=False, tasks=["asr"], lora_variant="S"),
         "vsr": dict(audio=False, tasks=["vsr"], lora_variant="S"),
         "avsr": dict(tasks=["avsr"], lora_variant="S"),
     }
     separate = {
-        task: build_model(
+        task: keep_frozen_encoders_in_eval_mode(build_model(
             build_config(args.size, processor, audio_full_window=full_window, **options), seed=args.seed + 1 + index
-        ).train()
+        ).train())
         for index, (task, options) in enumerate(single_task.items())
     }
     durations = clip_durations(args.clips, args.seconds, 0.4)

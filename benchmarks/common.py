@@ -26,6 +26,7 @@ from omni_avsr import AVHubertVideoConfig, OmniAVSRConfig, OmniAVSRForConditiona
 from omni_avsr.components import find_smollm2_gguf
 from omni_avsr.configuration_omni_avsr import TASK_MODALITIES
 from omni_avsr.processing_omni_avsr import MEDIA_INPUTS, SequenceTokens, pad_rows
+from omni_avsr.training.policy import freeze
 from omni_avsr.media import SAMPLING_RATE, VIDEO_FPS
 
 
@@ -106,9 +107,11 @@ def build_config(size: str, processor: OmniAVSRProcessor, audio: bool = True, vi
 
 
 def build_model(config: OmniAVSRConfig, seed: int = 0) -> OmniAVSRForConditionalGeneration:
-    """A random-init model whose LoRA B matrices are non-zero, so adapters cost what trained ones do."""
+    """A random-init model under the paper's training policy (`omni_avsr.training.policy.freeze`) whose LoRA B
+    matrices are non-zero, so adapters cost what trained ones do."""
     torch.manual_seed(seed)
     model = OmniAVSRForConditionalGeneration(config)
+    freeze(model)
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, param in model.named_parameters():

@@ -107,9 +107,11 @@ def text_vocabulary_size(tokenizer) -> int:
     return size
 
 
-# Keys that older config.json files hold and that are training policy now (the training arguments' option for each):
-# read and left out, with a note.
-TRAINING_POLICY_KEYS = {"train_padding": "--train_padding"}
+# Keys that older config.json files hold and that are training policy now, set by the training arguments of the same
+# name (`OmniAVSRTrainingArguments`): read and left out, with a note.
+TRAINING_POLICY_KEYS = (
+    "train_padding", "freeze_audio_encoder", "freeze_video_encoder", "freeze_language_model", "lora_dropout",
+)
 
 
 @strict
@@ -143,7 +145,6 @@ class OmniAVSRConfig(PreTrainedConfig):
             adapter per task, `"ST"` both, their deltas summed.
         lora_rank (`int`, defaults to 64): LoRA bottleneck (peft `r`).
         lora_alpha (`float`, defaults to 8): peft `lora_alpha`; the delta is scaled by `lora_alpha / lora_rank`.
-        lora_dropout (`float`, defaults to 0.0): dropout on the LoRA input.
         lora_target_modules (`list[str]`, defaults to `["q_proj", "v_proj"]`): LM modules that get Omni-LoRA.
         video_lora_rank (`int`, defaults to 64): LoRA bottleneck on the video encoder's Q and V; 0 disables it.
         video_lora_alpha (`float`, defaults to 128): its peft `lora_alpha` (scale 2 with rank 64).
@@ -157,16 +158,17 @@ class OmniAVSRConfig(PreTrainedConfig):
             the `<audio>`, `</audio>`, `<video>`, `</video>` markers.
         audio_token_id, video_token_id (`int`, *optional*): ids of the `<|AUDIO|>` / `<|VIDEO|>` placeholders that the
             processor repeats once per media token and the model replaces by the projected media features. They may
-            lie past the LM's vocabulary (the placeholders are never embedded nor predicted).
+            lie past the LM's vocabulary (converted and assembled models: the placeholders are never predicted); with
+            embedding rows, `inputs_embeds` can carry them too.
         bos_token_id (`int`, *optional*): id that starts every sequence (Llama); `None` for LMs without one (Qwen2).
         eos_token_id (`int`, *optional*): id that ends a transcript.
         pad_token_id (`int`, *optional*): id used to pad text.
-        freeze_audio_encoder, freeze_video_encoder, freeze_language_model (`bool`, default `True`): frozen parts keep
-            their weights (LoRA and projectors always train). Frozen encoders also stay in eval mode in training.
         audio_full_window (`bool`, defaults to `True`): run the Whisper encoder on its full 30 s window, as Whisper
             was trained and the official code does. `False` encodes only up to the longest clip of the batch (with
             masking, so results do not depend on batch-mates): much faster for short clips, but the encoder output
-            changes (see `benchmarks/bench_inference.py` for the measured speed-up and difference).
+            changes (see `benchmarks/bench_inference.py` for the measured speed-up and difference). It is part of the
+            model, not an inference switch: the projectors and adapters learnt the features of one window, so a
+            checkpoint is decoded with the window it was trained with.
         initializer_range (`float`, defaults to 0.02): std of the projector initialiser.
 
     Example:
@@ -204,7 +206,6 @@ class OmniAVSRConfig(PreTrainedConfig):
     lora_variant: str = "ST"
     lora_rank: int = 64
     lora_alpha: float | int = 8
-    lora_dropout: float | int = 0.0
     lora_target_modules: list[str] | tuple[str, ...] = ("q_proj", "v_proj")
     video_lora_rank: int = 64
     video_lora_alpha: float | int = 128
@@ -221,18 +222,15 @@ class OmniAVSRConfig(PreTrainedConfig):
     bos_token_id: int | None = None
     eos_token_id: int | None = None
     pad_token_id: int | None = None
-    freeze_audio_encoder: bool = True
-    freeze_video_encoder: bool = True
-    freeze_language_model: bool = True
     audio_full_window: bool = True
     initializer_range: float = 0.02
     tie_word_embeddings: bool = False
 
     def __post_init__(self, **kwargs):
-        for name in set(kwargs) & set(TRAINING_POLICY_KEYS):
+        for name in sorted(set(kwargs) & set(TRAINING_POLICY_KEYS)):
             logger.info(
                 f"OmniAVSRConfig: {name}={kwargs.pop(name)!r} in an older config.json is training policy now, not the "
-                f"model's: {TRAINING_POLICY_KEYS[name]} of the training scripts sets it."
+                f"model's: the training scripts' --{name} sets it."
             )
         self.audio_rates = [int(rate) for rate in self.audio_rates]
         self.video_rates = [int(rate) for rate in self.video_rates]

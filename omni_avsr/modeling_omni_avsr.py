@@ -10,6 +10,8 @@ from torch.nn import functional as F
 from transformers import AutoModel, DynamicCache, GenerationConfig, GenerationMixin, PreTrainedModel
 from transformers.generation import LogitsProcessor, LogitsProcessorList
 from transformers.activations import ACT2FN
+from transformers.conversion_mapping import register_checkpoint_conversion_mapping
+from transformers.core_model_loading import WeightRenaming
 from transformers.masking_utils import create_bidirectional_mask
 from transformers.modeling_outputs import (
     BaseModelOutput,
@@ -34,21 +36,30 @@ from .omni_lora import (
 )
 
 
-# Parameter names of the first releases (`audio_encoder.*`, `language_model.model.*`, ...) and where they live in the
-# `model` / `lm_head` layout. Folders written before it load through this map (`from_pretrained`'s `key_mapping`).
-LEGACY_KEY_PREFIXES = {
-    "language_model.lm_head.": "lm_head.",
-    "language_model.model.": "model.language_model.",
-    **{f"{name}.": f"model.{name}." for name in ("audio_encoder", "video_encoder", "audio_projectors", "video_projectors")},
+# Parameter names of earlier layouts and their names now: the first releases' (`audio_encoder.*`,
+# `language_model.model.*`, ...) and the encoders' before they became towers (`model.audio_encoder.*`). Registered with
+# transformers' conversion mapping, which renames them when a folder loads (remote code registers it on import too);
+# `rename_checkpoint_keys` applies the same renames to a state dict (the official converter, the weight check).
+CHECKPOINT_RENAMES = {
+    r"^language_model\.lm_head\.": "lm_head.",
+    r"^language_model\.model\.": "model.language_model.",
+    r"^(?:model\.)?audio_encoder\.": "model.audio_tower.",
+    r"^(?:model\.)?video_encoder\.": "model.video_tower.",
+    r"^audio_projectors\.": "model.audio_projectors.",
+    r"^video_projectors\.": "model.video_projectors.",
 }
+register_checkpoint_conversion_mapping(
+    "omni_avsr", [WeightRenaming(old, new) for old, new in CHECKPOINT_RENAMES.items()], overwrite=True
+)
 
 
-def checkpoint_keys_to_model_keys(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Rename a state dict in the first releases' layout to this model's parameter names."""
+def rename_checkpoint_keys(state_dict: dict) -> dict:
+    """`state_dict` with each key of an earlier layout under its name now (`CHECKPOINT_RENAMES`)."""
     renamed = {}
     for key, value in state_dict.items():
-        legacy = next((prefix for prefix in LEGACY_KEY_PREFIXES if key.startswith(prefix)), None)
-        renamed[key if legacy is None else LEGACY_KEY_PREFIXES[legacy] + key[len(legacy) :]] = value
+        for old, new in CHECKPOINT_RENAMES.items():
+            key = re.sub(old, new, key, count=1)
+        renamed[key] = value
     return renamed
 
 
@@ -205,14 +216,14 @@ class OmniAVSRModel(OmniAVSRPreTrainedModel):
                 "OmniAVSRConfig has no text_config: give the language model's config (e.g. LlamaConfig or Qwen2Config)."
             )
         text_hidden_size = config.text_config.hidden_size
-        self.audio_encoder = WhisperEncoder(config.audio_config) if config.audio_config is not None else None
-        self.video_encoder = AVHubertVideoModel(config.video_config) if config.video_config is not None else None
+        self.audio_tower = WhisperEncoder(config.audio_config) if config.audio_config is not None else None
+        self.video_tower = AVHubertVideoModel(config.video_config) if config.video_config is not None else None
         self.audio_projectors = self._build_projectors("audio", text_hidden_size)
         self.video_projectors = self._build_projectors("video", text_hidden_size)
         self.language_model = AutoModel.from_config(config.text_config)
-        if self.video_encoder is not None and config.video_lora_rank > 0:
+        if self.video_tower is not None and config.video_lora_rank > 0:
             add_lora_adapters(
-                self.video_encoder.encoder,
+                self.video_tower.encoder,
                 ["default"],
                 rank=config.video_lora_rank,
                 alpha=config.video_lora_alpha,
@@ -224,10 +235,12 @@ class OmniAVSRModel(OmniAVSRPreTrainedModel):
             rank=config.lora_rank,
             alpha=config.lora_alpha,
             target_modules=config.lora_target_modules,
-            dropout=config.lora_dropout,
             routed=True,
         )
         self._routed_lora_layers = [layer for layer in lora_layers(self.language_model) if isinstance(layer, OmniLoraLinear)]
+        # peft's injection freezes the layers it wraps; what trains is the training run's policy
+        # (`omni_avsr.training.policy`): built, as loaded, every parameter requires grad, as in transformers.
+        self.requires_grad_(True)
         self.post_init()
 
     def layer_classes(self) -> set[str]:
@@ -271,7 +284,7 @@ class OmniAVSRModel(OmniAVSRPreTrainedModel):
                 raise ValueError(f"{name} is an empty batch (0 clips); expected at least one clip.")
         sizes = {}
         if input_features is not None:
-            if self.audio_encoder is None:
+            if self.audio_tower is None:
                 raise ValueError("This model has no audio encoder (a VSR-only model): do not pass input_features.")
             expected_frames = 2 * self.config.audio_config.max_source_positions
             if input_features.ndim != 3 or input_features.shape[-1] != expected_frames:
@@ -299,7 +312,7 @@ class OmniAVSRModel(OmniAVSRPreTrainedModel):
                 )
             sizes["input_features"] = input_features.shape[0]
         if pixel_values_videos is not None:
-            if self.video_encoder is None:
+            if self.video_tower is None:
                 raise ValueError("This model has no video encoder (an ASR-only model): do not pass pixel_values_videos.")
             if pixel_values_videos.ndim != 5 or pixel_values_videos.shape[2] != 1:
                 raise ValueError(
@@ -322,12 +335,11 @@ class OmniAVSRModel(OmniAVSRPreTrainedModel):
         self.check_media(input_features, input_features_mask)
         expected_frames = input_features.shape[-1]
         mel_lengths = kept_mel_frames(input_features_mask.sum(-1), expected_frames)
-        input_features = input_features.to(self.audio_encoder.dtype)
-        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.config.freeze_audio_encoder):
-            if self.config.audio_full_window:
-                outputs = self.audio_encoder(input_features, **kwargs)
-            else:
-                outputs = BaseModelOutputWithPooling(last_hidden_state=self._encode_audio_trimmed(input_features, mel_lengths))
+        input_features = input_features.to(self.audio_tower.dtype)
+        if self.config.audio_full_window:
+            outputs = self.audio_tower(input_features, **kwargs)
+        else:
+            outputs = BaseModelOutputWithPooling(last_hidden_state=self._encode_audio_trimmed(input_features, mel_lengths))
         lengths = mel_lengths // 2
         outputs.last_hidden_state = outputs.last_hidden_state[:, : int(lengths.max())]
         return outputs, lengths
@@ -338,7 +350,7 @@ class OmniAVSRModel(OmniAVSRPreTrainedModel):
         Written out because `WhisperEncoder.forward` refuses inputs shorter than its window. Frames after each clip
         are zeroed and masked, so a clip gives the same output alone or in a batch.
         """
-        encoder = self.audio_encoder
+        encoder = self.audio_tower
         num_mel = int(mel_lengths.max()) + int(mel_lengths.max()) % 2
         mel_mask = (torch.arange(num_mel, device=input_features.device)[None, :] < mel_lengths[:, None])[:, None, :]
         hidden_states = F.gelu(encoder.conv1(input_features[..., :num_mel] * mel_mask)) * mel_mask
@@ -394,8 +406,8 @@ class OmniAVSRModel(OmniAVSRPreTrainedModel):
         batch_size, num_frames = pixel_values_videos.shape[:2]
         if video_mask is None:
             video_mask = torch.ones(batch_size, num_frames, dtype=torch.long, device=pixel_values_videos.device)
-        pixel_values_videos = pixel_values_videos.to(self.video_encoder.dtype)
-        outputs = self.video_encoder(pixel_values_videos, video_mask=video_mask, return_dict=True, **kwargs)
+        pixel_values_videos = pixel_values_videos.to(self.video_tower.dtype)
+        outputs = self.video_tower(pixel_values_videos, video_mask=video_mask, return_dict=True, **kwargs)
         return outputs, video_mask.sum(-1)
 
     def encode_media(
@@ -616,75 +628,18 @@ class OmniAVSRForConditionalGeneration(OmniAVSRPreTrainedModel, GenerationMixin)
             pad_token_id=config.pad_token_id,
             max_new_tokens=128,
         )
-        self.apply_freezing()
 
     @property
-    def audio_encoder(self):
-        return self.model.audio_encoder
+    def audio_tower(self):
+        return self.model.audio_tower
 
     @property
-    def video_encoder(self):
-        return self.model.video_encoder
+    def video_tower(self):
+        return self.model.video_tower
 
     @property
     def language_model(self):
         return self.model.language_model
-
-    @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
-        """Load as usual (folders of the first releases too, through their parameter names), then re-apply the
-        configured freezing (loading creates fresh trainable parameters).
-
-        Weights of the wrong shape are refused, naming them (pass `ignore_mismatched_sizes=True` to initialise them
-        anew). Weights the model has and the checkpoint lacks, or the reverse, are kept in `checkpoint_gaps`: training
-        from a folder may add parameters, but inference must not run on initialised ones (`check_weights_loaded`).
-        """
-        legacy = {"^" + re.escape(old): new for old, new in LEGACY_KEY_PREFIXES.items()}
-        kwargs["key_mapping"] = {**legacy, **(kwargs.get("key_mapping") or {})}
-        output_loading_info = kwargs.pop("output_loading_info", False)
-        ignore_mismatched_sizes = kwargs.pop("ignore_mismatched_sizes", False)
-        # Mismatched weights are loaded as "ignored" so that the refusal below can name them and the folder.
-        model, loading_info = super().from_pretrained(
-            pretrained_model_name_or_path, *args, output_loading_info=True, ignore_mismatched_sizes=True, **kwargs
-        )
-        mismatched = sorted(loading_info["mismatched_keys"])
-        if mismatched and not ignore_mismatched_sizes:
-            shapes = "; ".join(
-                f"{key} (checkpoint {tuple(saved)}, model {tuple(built)})" for key, saved, built in mismatched[:3]
-            )
-            raise ValueError(
-                f"{pretrained_model_name_or_path}: {len(mismatched)} weights do not have the shape its config.json "
-                f"gives them: {shapes}. Expected the config.json saved with these weights (projector_hidden_size, "
-                "lora_rank, encoder sizes, ...); pass ignore_mismatched_sizes=True to initialise them anew for "
-                "training."
-            )
-        model.checkpoint_gaps = {
-            "source": str(pretrained_model_name_or_path),
-            "missing": sorted(loading_info["missing_keys"] | {key for key, _, _ in mismatched}),
-            "unexpected": sorted(loading_info["unexpected_keys"]),
-        }
-        model.apply_freezing()
-        return (model, loading_info) if output_loading_info else model
-
-    def check_weights_loaded(self) -> None:
-        """Refuse to transcribe with a model whose checkpoint did not hold exactly its weights (a config.json edited
-        or from another checkpoint: other rates, LoRA variant, projector layout): the weights it lacks were
-        initialised at random, and the ones it does not use were dropped. Training fills such weights: `train()`
-        forgets the gaps. The pipelines and the command line call it; a model built in memory passes."""
-        gaps = getattr(self, "checkpoint_gaps", None)
-        if gaps is None or not (gaps["missing"] or gaps["unexpected"]):
-            return
-
-        def listed(keys):
-            return ", ".join(keys[:3]) + (f" and {len(keys) - 3} more" if len(keys) > 3 else "")
-
-        found = [f"{len(gaps[kind])} {kind} ({listed(gaps[kind])})" for kind in ("missing", "unexpected") if gaps[kind]]
-        raise ValueError(
-            f"{gaps['source']}: its weights do not cover the model its config.json describes: {' and '.join(found)} "
-            "weights, so it would transcribe with randomly initialised ones. Expected the config.json saved with "
-            "these weights (the same audio_rates, video_rates, lora_variant, tasks, projector layout); training from "
-            "the folder (from_pretrained, then train) may add weights."
-        )
 
     @classmethod
     def from_components(
@@ -713,59 +668,26 @@ class OmniAVSRForConditionalGeneration(OmniAVSRPreTrainedModel, GenerationMixin)
         config.set_token_ids(tokenizer)
         model = cls(config)
         for target, source in (
-            (model.model.audio_encoder, audio_encoder),
-            (model.model.video_encoder, video_encoder),
+            (model.model.audio_tower, audio_encoder),
+            (model.model.video_tower, video_encoder),
             (model.model.language_model, language_model.get_decoder() if language_model is not None else None),
         ):
             if source is not None:
                 _load_into_lora_wrapped(target, source.state_dict())
         if not config.tie_word_embeddings:
             model.lm_head.load_state_dict(language_model.get_output_embeddings().state_dict())
-        model.apply_freezing()
         return model
 
     def save_pretrained(self, save_directory, *args, **kwargs):
-        """Also map `AutoModelForSpeechSeq2Seq` to this class for remote-code loading (`auto_map` holds one entry per
-        auto class and `register_for_auto_class` sets only one)."""
+        """Save in this layout, whatever a folder was loaded from (transformers would write a folder of the first
+        releases back under its old names, `CHECKPOINT_RENAMES` reversed); and also map `AutoModelForSpeechSeq2Seq` to
+        this class for remote-code loading (`auto_map` holds one entry per auto class, `register_for_auto_class` sets
+        one)."""
         if self._auto_class is not None:
             class_path = f"{type(self).__module__.split('.')[-1]}.{type(self).__name__}"
             self.config.auto_map = {**(getattr(self.config, "auto_map", None) or {}), "AutoModelForSpeechSeq2Seq": class_path}
+        kwargs.setdefault("save_original_format", False)
         return super().save_pretrained(save_directory, *args, **kwargs)
-
-    def apply_freezing(self) -> None:
-        """Train LoRA adapters and projectors; the encoders and the LM (its head included) only when the config
-        unfreezes them."""
-        frozen_prefixes = tuple(
-            prefix
-            for prefix, frozen in (
-                ("model.audio_encoder.", self.config.freeze_audio_encoder),
-                ("model.video_encoder.", self.config.freeze_video_encoder),
-                ("model.language_model.", self.config.freeze_language_model),
-                ("lm_head.", self.config.freeze_language_model),
-            )
-            if frozen
-        )
-        for name, param in self.named_parameters():
-            param.requires_grad = ".lora_" in name or not name.startswith(frozen_prefixes)
-
-    def train(self, mode: bool = True):
-        """Frozen encoders stay in eval mode (no dropout, fixed BatchNorm statistics) while the rest trains. Weights
-        the checkpoint lacked get trained from here on, so `check_weights_loaded` no longer refuses them."""
-        super().train(mode)
-        if mode:
-            self.checkpoint_gaps = None
-        for encoder, frozen in (
-            (self.model.audio_encoder, self.config.freeze_audio_encoder),
-            (self.model.video_encoder, self.config.freeze_video_encoder),
-        ):
-            if encoder is not None and frozen:
-                encoder.eval()
-        return self
-
-    def resize_token_embeddings(self, *args, **kwargs):
-        embeddings = super().resize_token_embeddings(*args, **kwargs)
-        self.apply_freezing()
-        return embeddings
 
     def get_input_embeddings(self):
         return self.model.get_input_embeddings()

@@ -17,6 +17,7 @@ from transformers.dynamic_module_utils import custom_object_save
 from transformers.pipelines import PIPELINE_REGISTRY, AutomaticSpeechRecognitionPipeline
 from transformers.pipelines.base import ChunkPipeline
 
+from .checkpoint_weights import check_checkpoint_weights
 from .configuration_omni_avsr import TASK_MODALITIES
 from .long_form import array_segments, file_seconds, file_segments, is_long, merge_chunks, segment_seconds
 from .media import (
@@ -110,7 +111,7 @@ class AudioVisualSpeechRecognitionPipeline(AutomaticSpeechRecognitionPipeline):
             )
         # A folder whose config does not describe its weights would transcribe with random ones, and a processor that
         # is not the model's would pick rates and tasks the model refuses.
-        model.check_weights_loaded()
+        check_checkpoint_weights(model)
         processor.check_model(model.config, model.name_or_path or type(model).__name__)
         # The processor holds the tokenizer and the feature extractor `pipeline()` may also have loaded.
         kwargs.pop("tokenizer", None)

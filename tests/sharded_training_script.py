@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from tiny_models import randomize_lora, tiny_model, tiny_processor  # noqa: E402
 
 from omni_avsr.training.matryoshka import matryoshka_step  # noqa: E402
+from omni_avsr.training.policy import keep_frozen_encoders_in_eval_mode  # noqa: E402
 
 
 # Every rate pair once, so that each step leaves other projectors without gradients.
@@ -83,7 +84,7 @@ def main():
     processor = tiny_processor()
     model = tiny_model(processor, seed=0)
     randomize_lora(model)
-    model.train()
+    keep_frozen_encoders_in_eval_mode(model.train())
     rank, world_size = 0, 1
     if args.fsdp_config:
         dist.init_process_group("gloo")

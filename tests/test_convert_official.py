@@ -88,8 +88,8 @@ def test_encoders_and_features_match(converted):
     features = processor(audio=[inputs["audio_raw.0"].numpy(), inputs["audio_raw.1"].numpy()], sampling_rate=16000)
     torch.testing.assert_close(features["input_features"], intermediates["train.whisper_input_features"], atol=1e-4, rtol=0)
     with torch.no_grad():
-        audio = model.audio_encoder(intermediates["train.whisper_input_features"]).last_hidden_state
-        video = model.video_encoder(inputs["batch.video"]).last_hidden_state
+        audio = model.audio_tower(intermediates["train.whisper_input_features"]).last_hidden_state
+        video = model.video_tower(inputs["batch.video"]).last_hidden_state
     torch.testing.assert_close(audio, intermediates["train.whisper_last_hidden_state"], atol=1e-4, rtol=0)
     torch.testing.assert_close(video, intermediates["train.avhubert_extract_finetune"], atol=1e-4, rtol=0)
 

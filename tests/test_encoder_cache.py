@@ -4,13 +4,14 @@ from tiny_models import tiny_batch, tiny_model, tiny_processor
 
 from omni_avsr.training.encoder_cache import cache_frozen_video_encoder
 from omni_avsr.training.matryoshka import matryoshka_step
+from omni_avsr.training.policy import keep_frozen_encoders_in_eval_mode
 
 
 @pytest.fixture
 def frozen_video_model():
     processor = tiny_processor()
     model = tiny_model(processor, video_lora_rank=0)
-    model.train()
+    keep_frozen_encoders_in_eval_mode(model.train())
     return processor, model
 
 
@@ -19,7 +20,7 @@ def test_cached_encoder_gives_the_same_losses_and_encodes_each_clip_once(frozen_
     batch = tiny_batch(processor, num_clips=3)
     expected = matryoshka_step(model, processor, batch, audio_rate=4, video_rate=2)
     calls = []
-    encoder = model.model.video_encoder
+    encoder = model.model.video_tower
     real_forward = encoder.forward
 
     def counting_forward(pixel_values_videos, **kwargs):
@@ -48,4 +49,4 @@ def test_a_trainable_or_adapted_video_encoder_is_refused():
     processor = tiny_processor()
     adapted = tiny_model(processor)  # video LoRA rank 4: its output changes as LoRA trains
     with pytest.raises(ValueError, match="frozen video encoder"):
-        cache_frozen_video_encoder(adapted.model.video_encoder)
+        cache_frozen_video_encoder(adapted.model.video_tower)

@@ -142,3 +142,52 @@ def test_the_base_model_is_exported_and_is_the_base_model(tester):
     model = model_for(tester)
     assert isinstance(model.base_model, OmniAVSRModel) and omni_avsr.OmniAVSRModel is OmniAVSRModel
     assert "OmniAVSRModel" in omni_avsr.__all__
+
+
+def test_training_gradient_checkpointing(tester):
+    """Every parameter trains by default (training policy is the training run's, `omni_avsr.training.policy`); the
+    frozen Whisper encoder is frozen by `requires_grad` alone, so `requires_grad_(True)` unfreezes it, and gradient
+    checkpointing gives the same parameters a gradient."""
+    processor = tester.processor
+    audio, videos = tiny_clips(2)
+    inputs = processor(audio=audio, videos=videos, text=["bin red", "set blue"], sampling_rate=16000, task="avsr")
+    model = model_for(tester).train()
+    assert all(param.requires_grad for param in model.parameters())
+
+    def nonzero_gradients():
+        model.zero_grad()
+        torch.manual_seed(0)
+        model(**inputs).loss.backward()
+        return {name for name, param in model.named_parameters() if param.grad is not None and param.grad.abs().sum() > 0}
+
+    plain = nonzero_gradients()
+    assert any(name.startswith("model.audio_tower.layers.") for name in plain), "the audio tower trains"
+    model.activation_checkpointing_enable({"use_reentrant": False})
+    assert nonzero_gradients() == plain
+
+
+def test_freezing_is_requires_grad(tester):
+    """`freeze` (the paper's policy) sets `requires_grad`; a frozen encoder can be unfrozen afterwards."""
+    from omni_avsr.training.policy import freeze
+
+    processor = tester.processor
+    audio, _ = tiny_clips(2)
+    inputs = processor(audio=audio, text=["bin red", "set blue"], sampling_rate=16000, task="asr")
+    model = model_for(tester)
+    freeze(model)
+    assert not any(param.requires_grad for param in model.audio_tower.parameters())
+    model.audio_tower.requires_grad_(True)
+    model.train()(**inputs).loss.backward()
+    assert all(param.grad is not None for param in model.audio_tower.parameters() if param.requires_grad)
+
+
+def test_sdpa_can_dispatch_composite_models(tester, tmp_path):
+    """The towers are named as transformers' composite models name them (`audio_tower`), and an attention
+    implementation asked for at loading reaches each sub-model."""
+    model = model_for(tester)
+    model.save_pretrained(tmp_path)
+    for requested in ("sdpa", "eager"):
+        loaded = OmniAVSRForConditionalGeneration.from_pretrained(tmp_path, attn_implementation=requested).base_model
+        assert loaded.audio_tower.config._attn_implementation == requested
+        assert loaded.video_tower.config._attn_implementation == requested
+        assert loaded.language_model.config._attn_implementation == requested

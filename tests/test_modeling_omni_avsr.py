@@ -10,6 +10,7 @@ from omni_avsr import OmniAVSRForConditionalGeneration
 from omni_avsr.modeling_omni_avsr import compress_frames
 from omni_avsr.presets import paper_config
 from omni_avsr.training.matryoshka import matryoshka_step
+from omni_avsr.training.policy import freeze, keep_frozen_encoders_in_eval_mode
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +31,7 @@ def _grad_is_nonzero(param):
 def test_training_step_loss_and_gradients(processor, batch, variant, compression):
     model = tiny_model(processor, lora_variant=variant, compression=compression)
     randomize_lora(model)
-    model.train()
+    keep_frozen_encoders_in_eval_mode(model.train())
     output = matryoshka_step(model, processor, batch, audio_rate=16, video_rate=2)
     weighted = 1.0 * output.asr_loss + 1.5 * output.vsr_loss + 1.0 * output.avsr_loss
     assert torch.isfinite(output.loss)
@@ -50,7 +51,7 @@ def test_training_step_loss_and_gradients(processor, batch, variant, compression
 
 
 def test_rates_are_sampled_uniformly_over_steps(processor, batch):
-    model = tiny_model(processor, tasks=["asr"]).train()
+    model = keep_frozen_encoders_in_eval_mode(tiny_model(processor, tasks=["asr"]).train())
     torch.manual_seed(0)
     seen = {matryoshka_step(model, processor, batch).audio_rate for _ in range(12)}
     assert seen == {4, 16}
@@ -97,7 +98,7 @@ def test_gradients_are_correct_under_activation_checkpointing(processor, batch):
     checkpointed.activation_checkpointing_enable()
     assert checkpointed.language_model.layers[0].gradient_checkpointing
     for model in (reference, checkpointed):
-        model.train()
+        keep_frozen_encoders_in_eval_mode(model.train())
         matryoshka_step(model, processor, batch, audio_rate=4, video_rate=2).loss.backward()
     reference_grads = dict(reference.named_parameters())
     for name, param in checkpointed.named_parameters():
@@ -192,7 +193,7 @@ def test_shared_prompt_prefill_prefills_once_per_clip_with_identical_results(pro
 
 def test_single_modality_models_and_single_task_training(processor):
     audio_only = tiny_model(processor, video=False)
-    assert audio_only.config.tasks == ["asr"] and audio_only.video_encoder is None
+    assert audio_only.config.tasks == ["asr"] and audio_only.video_tower is None
     batch = tiny_batch(processor)
     audio_batch = {name: batch[name] for name in ("input_features", "input_features_mask", "labels")}
     out = matryoshka_step(audio_only, processor, audio_batch)
@@ -231,7 +232,7 @@ def test_bad_inputs_raise_clear_errors(processor, batch):
         model(**media)
 
 
-def test_save_and_reload_gives_identical_logits_and_freezing(processor, batch, tmp_path):
+def test_save_and_reload_gives_identical_logits_and_all_parameters_train(processor, batch, tmp_path):
     model = tiny_model(processor).eval()
     randomize_lora(model)
     model.save_pretrained(tmp_path)
@@ -241,6 +242,9 @@ def test_save_and_reload_gives_identical_logits_and_freezing(processor, batch, t
         after = matryoshka_step(reloaded, processor, batch, audio_rate=4, video_rate=5, output_logits=True)
     for task in ("asr", "vsr", "avsr"):
         torch.testing.assert_close(after.task_logits[task], before.task_logits[task], rtol=0, atol=0)
+    # The training policy is the training run's, not the checkpoint's: loaded, everything can train.
+    assert all(param.requires_grad for param in reloaded.parameters())
+    freeze(reloaded)
     trainable = {name for name, param in reloaded.named_parameters() if param.requires_grad}
     assert trainable == {name for name, param in model.named_parameters() if param.requires_grad}
     assert all(".lora_" in name or "projectors" in name for name in trainable)
@@ -264,12 +268,11 @@ def test_missing_adapters_start_at_zero_after_loading(processor, tmp_path):
 def test_paper_shapes_trainable_parameters(variant, expected_millions):
     with torch.device("meta"):
         model = OmniAVSRForConditionalGeneration(paper_config(variant))
+    freeze(model)
     trainable = sum(param.numel() for param in model.parameters() if param.requires_grad) / 1e6
     assert abs(trainable - expected_millions) / expected_millions < 0.02, trainable
-    video_encoder = sum(
-        param.numel() for name, param in model.video_encoder.named_parameters() if ".lora_" not in name
-    )
-    assert abs(video_encoder / 1e6 - 324.5) < 0.1
+    video_tower = sum(param.numel() for name, param in model.video_tower.named_parameters() if ".lora_" not in name)
+    assert abs(video_tower / 1e6 - 324.5) < 0.1
 
 
 def test_compress_frames_matches_avg_pool_and_keeps_short_clips():

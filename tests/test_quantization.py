@@ -8,6 +8,7 @@ import torch
 
 from omni_avsr.training.arguments import ModelArguments
 from omni_avsr.training.matryoshka import matryoshka_step
+from omni_avsr.training.policy import keep_frozen_encoders_in_eval_mode
 from omni_avsr.training.quantization import quantize_language_model
 from tiny_models import randomize_lora, tiny_batch, tiny_model, tiny_processor
 
@@ -23,7 +24,7 @@ def bf16_model(processor):
         if param.requires_grad:
             param.data = param.data.float()
     randomize_lora(model)
-    return model.train()
+    return keep_frozen_encoders_in_eval_mode(model.train())
 
 
 def bf16_batch(processor):
@@ -65,7 +66,7 @@ def test_quantisation_without_its_backend_or_with_an_unknown_setting_is_refused(
 def test_a_trained_language_model_is_not_quantised(processor):
     pytest.importorskip("bitsandbytes", reason="the [quantization] extra")
     model = tiny_model(processor, freeze_language_model=False)
-    with pytest.raises(ValueError, match="freeze_language_model=True"):
+    with pytest.raises(ValueError, match="needs a frozen language model \\(--freeze_language_model true"):
         quantize_language_model(model, "4bit")
 
 

@@ -9,6 +9,7 @@ from omni_avsr import OmniAVSRForConditionalGeneration, OmniAVSRProcessor
 from omni_avsr.components import find_smollm2_gguf, load_language_model
 from omni_avsr.modeling_avhubert import AVHubertVideoModel
 from omni_avsr.training.matryoshka import matryoshka_step
+from omni_avsr.training.policy import freeze, keep_frozen_encoders_in_eval_mode
 from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
 
@@ -34,6 +35,7 @@ def test_smollm2_backbone_trains_and_generates(smollm2, tmp_path):
         lora_variant="ST",
         projector_hidden_size=256,
     )
+    freeze(model)  # the training policy the training script applies
     assert model.config.bos_token_id is None, "SmolLM2's tokenizer adds no BOS, so neither does the model"
     # Markers and pad get embedding rows; the two placeholders (the last ids) are replaced by media and need none.
     assert model.get_input_embeddings().num_embeddings == len(processor.tokenizer) - 2 == 49152 + 4
@@ -43,7 +45,7 @@ def test_smollm2_backbone_trains_and_generates(smollm2, tmp_path):
 
     audio, videos = tiny_clips(2)
     batch = processor(audio=audio, videos=videos, text=TRANSCRIPTS[:2], sampling_rate=16000)
-    model.train()
+    keep_frozen_encoders_in_eval_mode(model.train())
     output = matryoshka_step(model, processor, batch, audio_rate=4, video_rate=2)
     assert torch.isfinite(output.loss)
     output.loss.backward()

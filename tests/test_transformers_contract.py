@@ -10,7 +10,7 @@ from tiny_models import TRANSCRIPTS, randomize_lora, tiny_clips, tiny_config, ti
 
 from omni_avsr import AVHubertForCTC, AVHubertVideoConfig, AVHubertVideoModel, OmniAVSRForConditionalGeneration
 from omni_avsr.configuration_omni_avsr import OmniAVSRConfig
-from omni_avsr.modeling_omni_avsr import LEGACY_KEY_PREFIXES, MIN_AUDIO_FRAMES, OmniAVSRMediaOutput
+from omni_avsr.modeling_omni_avsr import MIN_AUDIO_FRAMES, OmniAVSRMediaOutput
 from omni_avsr.processing_omni_avsr import IGNORE_INDEX
 from omni_avsr.training.matryoshka import matryoshka_step
 from transformers.modeling_outputs import BaseModelOutputWithPooling
@@ -235,7 +235,19 @@ def test_one_place_decides_tasks_and_rates(processor, clips):
 # ----- the v5 layout, loading, devices -------------------------------------------------------------------------
 
 
-def test_layout_loading_info_and_folders_of_the_first_releases(processor, model, clips, tmp_path):
+# Where each parameter lived in earlier layouts: the first releases, and before the encoders became towers.
+EARLIER_LAYOUTS = {
+    "first releases": {
+        "model.audio_tower.": "audio_encoder.", "model.video_tower.": "video_encoder.",
+        "model.language_model.": "language_model.model.", "model.audio_projectors.": "audio_projectors.",
+        "model.video_projectors.": "video_projectors.", "lm_head.": "language_model.lm_head.",
+    },
+    "encoders before towers": {"model.audio_tower.": "model.audio_encoder.", "model.video_tower.": "model.video_encoder."},
+}
+
+
+@pytest.mark.parametrize("layout", EARLIER_LAYOUTS)
+def test_layout_loading_info_and_folders_of_earlier_layouts(processor, model, clips, tmp_path, layout):
     from safetensors.torch import load_file, save_file
 
     assert model.base_model is model.model and model.model.language_model is model.language_model
@@ -244,24 +256,28 @@ def test_layout_loading_info_and_folders_of_the_first_releases(processor, model,
     model.save_pretrained(tmp_path / "new")
     loaded, info = OmniAVSRForConditionalGeneration.from_pretrained(tmp_path / "new", output_loading_info=True)
     assert info["missing_keys"] == set() and info["unexpected_keys"] == set()
-    assert all(".lora_" in name or "projectors" in name for name, p in loaded.named_parameters() if p.requires_grad)
-    # A folder of the first releases: the same weights under audio_encoder.*, language_model.model.*, ...
+    assert all(param.requires_grad for param in loaded.parameters()), "loading applies no training policy"
+    # The same weights under the layout's names load through transformers' conversion mapping...
+    prefixes = EARLIER_LAYOUTS[layout]
     saved = load_file(tmp_path / "new" / "model.safetensors")
     renamed = {}
     for key, value in saved.items():
-        new = next((prefix for prefix in LEGACY_KEY_PREFIXES.values() if key.startswith(prefix)), None)
-        old = {value: key for key, value in LEGACY_KEY_PREFIXES.items()}.get(new)
-        renamed[key if new is None else old + key[len(new):]] = value
-    assert any(key.startswith("language_model.model.") for key in renamed)
+        new = next((prefix for prefix in prefixes if key.startswith(prefix)), "")
+        renamed[prefixes.get(new, "") + key[len(new):]] = value
+    assert set(renamed) != set(saved)
     (tmp_path / "old").mkdir()
     for name in ("config.json", "generation_config.json"):
         (tmp_path / "old" / name).write_bytes((tmp_path / "new" / name).read_bytes())
     save_file(renamed, tmp_path / "old" / "model.safetensors", metadata={"format": "pt"})
-    old = OmniAVSRForConditionalGeneration.from_pretrained(tmp_path / "old").eval()
+    old, info = OmniAVSRForConditionalGeneration.from_pretrained(tmp_path / "old", output_loading_info=True)
+    assert info["missing_keys"] == set() and info["unexpected_keys"] == set()
     audio, videos = clips
     inputs = processor(audio=audio, videos=videos, sampling_rate=16000, task="avsr")
     with torch.no_grad():
-        torch.testing.assert_close(old(**inputs).logits, model(**inputs).logits, rtol=0, atol=0)
+        torch.testing.assert_close(old.eval()(**inputs).logits, model(**inputs).logits, rtol=0, atol=0)
+    # ... and are saved again under this layout's.
+    old.save_pretrained(tmp_path / "resaved")
+    assert set(load_file(tmp_path / "resaved" / "model.safetensors")) == set(saved)
 
 
 def test_device_map_auto_offloads_to_disk_with_identical_tokens(processor, model, clips, tmp_path):
@@ -293,9 +309,9 @@ def test_missing_weights_get_their_submodels_init(processor, tmp_path):
     save_file({k: v for k, v in weights.items() if k not in dropped}, tmp_path / "model.safetensors",
               metadata={"format": "pt"})
     reloaded = OmniAVSRForConditionalGeneration.from_pretrained(tmp_path)
-    positions = reloaded.audio_encoder.embed_positions.weight
+    positions = reloaded.audio_tower.embed_positions.weight
     torch.testing.assert_close(positions, sinusoids(*positions.shape))
-    assert torch.count_nonzero(reloaded.video_encoder.encoder.pos_conv_embed.conv.bias) == 0
+    assert torch.count_nonzero(reloaded.video_tower.encoder.pos_conv_embed.conv.bias) == 0
 
 
 # ----- media features, output options --------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from transformers import (
 
 from omni_avsr import AVHubertVideoConfig, OmniAVSRConfig, OmniAVSRForConditionalGeneration, OmniAVSRProcessor
 from omni_avsr.configuration_omni_avsr import text_vocabulary_size
+from omni_avsr.training.policy import freeze
 
 
 def tiny_tokenizer(with_bos: bool = True) -> PreTrainedTokenizerFast:
@@ -61,9 +62,15 @@ def tiny_config(
     return config
 
 
-def tiny_model(processor: OmniAVSRProcessor, seed: int = 0, **kwargs) -> OmniAVSRForConditionalGeneration:
+def tiny_model(
+    processor: OmniAVSRProcessor, seed: int = 0, freeze_language_model: bool = True, **kwargs
+) -> OmniAVSRForConditionalGeneration:
+    """A tiny model under the paper's training policy (encoders frozen, and the LM unless `freeze_language_model` is
+    False); `kwargs` are config options."""
     torch.manual_seed(seed)
-    return OmniAVSRForConditionalGeneration(tiny_config(processor, **kwargs))
+    model = OmniAVSRForConditionalGeneration(tiny_config(processor, **kwargs))
+    freeze(model, language_model=freeze_language_model)
+    return model
 
 
 def randomize_lora(model, seed: int = 0, std: float = 0.1) -> None:

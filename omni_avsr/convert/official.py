@@ -26,7 +26,7 @@ from transformers import AutoConfig, AutoTokenizer, WhisperConfig, WhisperFeatur
 
 from ..command_line import EXPECTED_ERRORS, add_debug_flag, prepare_output_dir, report_error
 from ..configuration_omni_avsr import OmniAVSRConfig, text_vocabulary_size
-from ..modeling_omni_avsr import OmniAVSRForConditionalGeneration, checkpoint_keys_to_model_keys
+from ..modeling_omni_avsr import OmniAVSRForConditionalGeneration, rename_checkpoint_keys
 from ..processing_omni_avsr import OmniAVSRProcessor
 from . import check_finite_weights, load_converted_weights
 from .avhubert import avhubert_config_from_fairseq, convert_avhubert_state_dict
@@ -257,7 +257,7 @@ def convert(args) -> OmniAVSRForConditionalGeneration:
     converted, dropped = convert_official_state_dict(
         state_dict, layout, {"audio": config.audio_rates, "video": config.video_rates}
     )
-    converted = checkpoint_keys_to_model_keys(converted)
+    converted = rename_checkpoint_keys(converted)
     model = OmniAVSRForConditionalGeneration(config)
     expected = model.state_dict()
     missing = sorted(set(expected) - set(converted))
@@ -269,7 +269,6 @@ def convert(args) -> OmniAVSRForConditionalGeneration:
             raise ValueError(f"{key}: checkpoint shape {tuple(value.shape)} != model shape {tuple(expected[key].shape)}.")
     load_converted_weights(model, {key: value.to(expected[key].dtype) for key, value in converted.items()}, source)
     check_prompt_buffers(model, state_dict)
-    model.apply_freezing()
     print(f"Mapped {len(converted)} tensors; dropped {len(dropped)} (prompt buffers, AV-HuBERT pre-training heads).")
     if args.output_dir is not None:
         model.to(getattr(torch, args.dtype)).save_pretrained(args.output_dir)

