@@ -3,12 +3,11 @@
 import re
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
 from transformers import AutoModel, DynamicCache, GenerationConfig, GenerationMixin, PreTrainedModel
-from transformers.generation import LogitsProcessor, LogitsProcessorList
+from transformers.generation import LogitsProcessorList
 from transformers.activations import ACT2FN
 from transformers.conversion_mapping import register_checkpoint_conversion_mapping
 from transformers.core_model_loading import WeightRenaming
@@ -25,7 +24,8 @@ from transformers.utils import ModelOutput, is_torchdynamo_compiling
 from transformers.utils.deprecation import deprecate_kwarg
 from transformers.utils.generic import can_return_tuple
 
-from .configuration_omni_avsr import TASK_MODALITIES, OmniAVSRConfig, text_vocabulary_size
+from .configuration_omni_avsr import TASK_MODALITIES, OmniAVSRConfig
+from .input_checks import FiniteLogitsCheck, check_generate_inputs, check_media
 from .modeling_avhubert import AVHubertVideoModel
 from .omni_lora import (
     OmniLoraLinear,
@@ -119,15 +119,6 @@ def compressed_length(num_frames, rate: int):
     shorter than one window still gives one token.
     """
     return num_frames // rate + (num_frames < rate)
-
-
-def check_finite(name: str, values) -> None:
-    """Refuse NaN or ±inf in `values` (a numpy array or a tensor): they pass through every layer and come out as an
-    empty or garbage transcript, with no error."""
-    finite = torch.isfinite(values) if isinstance(values, torch.Tensor) else np.isfinite(values)
-    if not finite.all():
-        bad, total = int((~finite).sum()), int(np.prod(finite.shape))
-        raise ValueError(f"{name} holds {bad} NaN or infinite value(s) of {total}; expected finite numbers.")
 
 
 def compress_frames(
@@ -276,63 +267,11 @@ class OmniAVSRModel(OmniAVSRPreTrainedModel):
 
     # ----- media → LM embeddings -------------------------------------------------------------------------------
 
-    def check_media(self, input_features=None, input_features_mask=None, pixel_values_videos=None, video_mask=None):
-        """Refuse media tensors of the wrong shape, audio without its mask, masks that do not fit their media, empty
-        batches, or batches of different sizes. Shapes only: no host sync, so the training forward runs it too."""
-        for name, media in (("input_features", input_features), ("pixel_values_videos", pixel_values_videos)):
-            if media is not None and media.ndim > 0 and media.shape[0] == 0:
-                raise ValueError(f"{name} is an empty batch (0 clips); expected at least one clip.")
-        sizes = {}
-        if input_features is not None:
-            if self.audio_tower is None:
-                raise ValueError("This model has no audio encoder (a VSR-only model): do not pass input_features.")
-            expected_frames = 2 * self.config.audio_config.max_source_positions
-            if input_features.ndim != 3 or input_features.shape[-1] != expected_frames:
-                raise ValueError(
-                    f"input_features has shape {tuple(input_features.shape)}; the Whisper encoder takes (batch, mel "
-                    f"bins, {expected_frames}) ({expected_frames // 100} s, longer audio does not fit its window). Use "
-                    "the processor, which pads every clip to the window and rejects longer ones."
-                )
-            mel_bins = self.config.audio_config.num_mel_bins
-            if input_features.shape[1] != mel_bins:
-                raise ValueError(
-                    f"input_features has {input_features.shape[1]} mel bins; this model's audio encoder reads "
-                    f"{mel_bins}. Expected the features of this model's processor (a feature extractor with "
-                    f"feature_size={mel_bins})."
-                )
-            if input_features_mask is None:
-                raise ValueError(
-                    "input_features_mask is required with input_features: it tells how much of the 30 s Whisper "
-                    "window is speech (OmniAVSRProcessor returns it)."
-                )
-            if tuple(input_features_mask.shape) != (input_features.shape[0], expected_frames):
-                raise ValueError(
-                    f"input_features_mask has shape {tuple(input_features_mask.shape)}; expected "
-                    f"{(input_features.shape[0], expected_frames)}, one entry per mel frame of input_features."
-                )
-            sizes["input_features"] = input_features.shape[0]
-        if pixel_values_videos is not None:
-            if self.video_tower is None:
-                raise ValueError("This model has no video encoder (an ASR-only model): do not pass pixel_values_videos.")
-            if pixel_values_videos.ndim != 5 or pixel_values_videos.shape[2] != 1:
-                raise ValueError(
-                    "pixel_values_videos must have shape (batch, frames, 1, height, width) (grayscale), got "
-                    f"{tuple(pixel_values_videos.shape)}."
-                )
-            if video_mask is not None and tuple(video_mask.shape) != tuple(pixel_values_videos.shape[:2]):
-                raise ValueError(
-                    f"video_mask has shape {tuple(video_mask.shape)}; expected {tuple(pixel_values_videos.shape[:2])}, "
-                    "one entry per frame of pixel_values_videos."
-                )
-            sizes["pixel_values_videos"] = pixel_values_videos.shape[0]
-        if len(set(sizes.values())) > 1:
-            raise ValueError(f"Batch sizes disagree: {sizes}.")
-
     def encode_audio(
         self, input_features: torch.Tensor, input_features_mask: torch.Tensor, **kwargs
     ) -> tuple[BaseModelOutputWithPooling, torch.Tensor]:
         """Whisper encoder frames (batch, frames, dim), cut after the longest clip, and the frames kept per clip."""
-        self.check_media(input_features, input_features_mask)
+        check_media(self.config, input_features, input_features_mask)
         expected_frames = input_features.shape[-1]
         mel_lengths = kept_mel_frames(input_features_mask.sum(-1), expected_frames)
         input_features = input_features.to(self.audio_tower.dtype)
@@ -402,7 +341,7 @@ class OmniAVSRModel(OmniAVSRPreTrainedModel):
         self, pixel_values_videos: torch.Tensor, video_mask: torch.Tensor | None, **kwargs
     ) -> tuple[BaseModelOutput, torch.Tensor]:
         """AV-HuBERT frames (batch, frames, dim) and the frames of each clip."""
-        self.check_media(pixel_values_videos=pixel_values_videos, video_mask=video_mask)
+        check_media(self.config, pixel_values_videos=pixel_values_videos, video_mask=video_mask)
         batch_size, num_frames = pixel_values_videos.shape[:2]
         if video_mask is None:
             video_mask = torch.ones(batch_size, num_frames, dtype=torch.long, device=pixel_values_videos.device)
@@ -500,30 +439,13 @@ class OmniAVSRModel(OmniAVSRPreTrainedModel):
         gathered = tokens.to(inputs_embeds.device, inputs_embeds.dtype)[row_clip[:, None], position]
         return torch.where(placeholders[..., None], gathered, inputs_embeds)
 
-    def is_placeholder(self, input_ids: torch.LongTensor) -> torch.BoolTensor:
-        return (input_ids == self.config.audio_token_id) | (input_ids == self.config.video_token_id)
-
-    def check_input_ids(self, input_ids: torch.LongTensor) -> None:
-        """Refuse ids that are neither in the LM's embeddings nor a media placeholder (ids of another tokenizer?),
-        which would fail deep inside the embedding lookup. It reads the ids on the host: `generate` runs it, the
-        training forward does not."""
-        self.config.check_token_ids()
-        vocabulary = self.get_input_embeddings().num_embeddings
-        outside = ((input_ids < 0) | (input_ids >= vocabulary)) & ~self.is_placeholder(input_ids)
-        if outside.any():
-            row, position = (int(index) for index in outside.nonzero()[0])
-            raise ValueError(
-                f"input_ids[{row}, {position}] is {int(input_ids[row, position])}: outside the language model's "
-                f"vocabulary (0 to {vocabulary - 1}) and not a media placeholder ({self.config.audio_token_id}, "
-                f"{self.config.video_token_id}); expected the ids this model's processor (its tokenizer) gives."
-            )
-
     def embed_tokens(self, input_ids: torch.LongTensor) -> torch.Tensor:
         """LM embeddings of `input_ids`. Placeholders past the LM's vocabulary (converted models have no row for them)
         read the pad row; media replace them anyway."""
         self.config.check_token_ids()
         embeddings = self.get_input_embeddings()
-        rowless = self.is_placeholder(input_ids) & (input_ids >= embeddings.num_embeddings)
+        placeholders = (input_ids == self.config.audio_token_id) | (input_ids == self.config.video_token_id)
+        rowless = placeholders & (input_ids >= embeddings.num_embeddings)
         return embeddings(input_ids.masked_fill(rowless, self.config.pad_token_id))
 
     def route_adapters(self, tasks: list[str], num_rows: int) -> None:
@@ -641,43 +563,6 @@ class OmniAVSRForConditionalGeneration(OmniAVSRPreTrainedModel, GenerationMixin)
     def language_model(self):
         return self.model.language_model
 
-    @classmethod
-    def from_components(
-        cls,
-        language_model: PreTrainedModel,
-        tokenizer,
-        audio_encoder: PreTrainedModel | None = None,
-        video_encoder: PreTrainedModel | None = None,
-        **config_kwargs,
-    ) -> "OmniAVSRForConditionalGeneration":
-        """Assemble a model from pretrained parts: a causal LM, its tokenizer with the Omni-AVSR markers and
-        placeholders (see `OmniAVSRProcessor`), a Whisper encoder (`WhisperModel.encoder` or `WhisperEncoder`) and/or
-        an `AVHubertVideoModel`. `config_kwargs` are `OmniAVSRConfig` options (rates, `lora_variant`, ...).
-        The LM's embeddings are resized to cover the tokenizer but its placeholders (new rows: mean of the old ones)
-        before copying.
-        """
-        vocabulary = text_vocabulary_size(tokenizer)
-        if language_model.get_input_embeddings().num_embeddings < vocabulary:
-            language_model.resize_token_embeddings(vocabulary)
-        config = OmniAVSRConfig(
-            audio_config=audio_encoder.config if audio_encoder is not None else None,
-            video_config=video_encoder.config if video_encoder is not None else None,
-            text_config=language_model.config,
-            **config_kwargs,
-        )
-        config.set_token_ids(tokenizer)
-        model = cls(config)
-        for target, source in (
-            (model.model.audio_tower, audio_encoder),
-            (model.model.video_tower, video_encoder),
-            (model.model.language_model, language_model.get_decoder() if language_model is not None else None),
-        ):
-            if source is not None:
-                _load_into_lora_wrapped(target, source.state_dict())
-        if not config.tie_word_embeddings:
-            model.lm_head.load_state_dict(language_model.get_output_embeddings().state_dict())
-        return model
-
     def save_pretrained(self, save_directory, *args, **kwargs):
         """Save in this layout, whatever a folder was loaded from (transformers would write a folder of the first
         releases back under its old names, `CHECKPOINT_RENAMES` reversed); and also map `AutoModelForSpeechSeq2Seq` to
@@ -790,7 +675,7 @@ class OmniAVSRForConditionalGeneration(OmniAVSRPreTrainedModel, GenerationMixin)
         `benchmarks/bench_inference.py` measures it). The tokens are the same; step 0 of `output_attentions` /
         `output_hidden_states` then covers the last prompt position only, where the default covers the prompt.
         """
-        self._check_generate_inputs(input_ids, kwargs)
+        check_generate_inputs(self, input_ids, kwargs)
         given = {"audio": "input_features", "video": "pixel_values_videos"}
         available = {modality for modality, name in given.items() if kwargs.get(name) is not None}
         kwargs["task"] = self.model.resolve_tasks(kwargs.get("task"), available)
@@ -802,51 +687,6 @@ class OmniAVSRForConditionalGeneration(OmniAVSRPreTrainedModel, GenerationMixin)
         if share_prompt_prefill:
             kwargs = self._share_prompt_prefill(input_ids, kwargs)
         return super().generate(input_ids, **kwargs)
-
-    def _check_generate_inputs(self, input_ids, kwargs: dict) -> None:
-        """What `generate` refuses before any work (inputs from the processor pass): labels, non-finite media or
-        embeddings, a clip whose mask marks no frame (it would be transcribed from padding alone), prompts and masks
-        that disagree with each other or the media, ids outside the vocabulary, beam counts that are not whole numbers
-        ≥ 1."""
-        if kwargs.get("labels") is not None:
-            raise ValueError("generate() takes no labels; use forward() to score a transcript.")
-        media = {name: kwargs.get(name) for name in ("input_features", "input_features_mask", "pixel_values_videos", "video_mask")}
-        self.model.check_media(**media)
-        inputs_embeds = kwargs.get("inputs_embeds")
-        for name, values in (("input_features", media["input_features"]), ("pixel_values_videos", media["pixel_values_videos"]), ("inputs_embeds", inputs_embeds)):
-            if values is not None and values.is_floating_point():
-                check_finite(name, values)
-        for name, media_name in (("input_features_mask", "input_features"), ("video_mask", "pixel_values_videos")):
-            if media[media_name] is not None and media[name] is not None and media[name].ndim == 2:
-                empty = (media[name].sum(-1) == 0).nonzero().flatten().tolist()
-                if empty:
-                    raise ValueError(
-                        f"{name} marks no frame of clip(s) {empty}; expected at least one frame per clip (a clip "
-                        "without media has nothing to transcribe)."
-                    )
-        prompt_name, prompt = ("input_ids", input_ids) if input_ids is not None else ("inputs_embeds", inputs_embeds)
-        if prompt is not None:
-            if prompt.shape[0] == 0:
-                raise ValueError(f"{prompt_name} is an empty batch (0 rows); expected at least one clip.")
-            attention_mask = kwargs.get("attention_mask")
-            if attention_mask is not None and tuple(attention_mask.shape) != tuple(prompt.shape[:2]):
-                raise ValueError(
-                    f"attention_mask has shape {tuple(attention_mask.shape)}; expected {tuple(prompt.shape[:2])}, one "
-                    f"entry per token of {prompt_name}."
-                )
-            for name in ("input_features", "pixel_values_videos"):
-                if media[name] is not None and media[name].shape[0] != prompt.shape[0]:
-                    raise ValueError(
-                        f"{name} holds {media[name].shape[0]} clip(s) but {prompt_name} has {prompt.shape[0]} row(s); "
-                        "expected one row per clip (the processor's output as it is)."
-                    )
-        if input_ids is not None:
-            self.model.check_input_ids(input_ids)
-        generation_config = kwargs.get("generation_config") or self.generation_config
-        for name in ("num_beams", "num_return_sequences"):
-            value = kwargs.get(name, getattr(generation_config, name))
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-                raise ValueError(f"{name} must be a whole number ≥ 1, got {value!r}.")
 
     def _share_prompt_prefill(self, input_ids, kwargs: dict) -> dict:
         """`kwargs` with the prompt's cache, prefilled once per clip and repeated per beam, in place of the media."""
@@ -879,56 +719,6 @@ class OmniAVSRForConditionalGeneration(OmniAVSRPreTrainedModel, GenerationMixin)
         )
         cache.batch_repeat_interleave(copies)
         return {**kwargs, "cache": cache}
-
-
-class FiniteLogitsCheck(LogitsProcessor):
-    """Refuses NaN or +inf scores at the first step of `generate` (one host read per call): greedy search would pick a
-    token from them and decode an empty or garbage transcript, with no error. The error names the weights that are not
-    finite, or else the arithmetic that overflowed. (-inf is left alone: processors set it to forbid tokens.)"""
-
-    def __init__(self, model: PreTrainedModel):
-        self.model = model
-        self.checked = False
-
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        if not self.checked:
-            self.checked = True
-            if (torch.isnan(scores) | torch.isposinf(scores)).any():
-                raise self.error()
-        return scores
-
-    def error(self) -> ValueError:
-        tensors = (*self.model.named_parameters(), *self.model.named_buffers())
-        broken = [
-            name for name, tensor in tensors
-            if tensor.is_floating_point() and tensor.device.type != "meta" and not torch.isfinite(tensor).all()
-        ]
-        if broken:
-            listed = ", ".join(broken[:3]) + (f" and {len(broken) - 3} more" if len(broken) > 3 else "")
-            cause = f"the weights {listed} hold NaN or infinite values (a corrupt or diverged checkpoint?)"
-        else:
-            cause = f"the weights are finite, so the {self.model.dtype} arithmetic overflowed (try float32 or bfloat16)"
-        return ValueError(
-            f"The model's logits are NaN or infinite: {cause}. No transcript is returned; expected a checkpoint with "
-            "finite weights."
-        )
-
-
-def _load_into_lora_wrapped(module: nn.Module, state_dict: dict[str, torch.Tensor]) -> None:
-    """Load a plain state dict into `module` whose linear layers may be wrapped by peft (`x.base_layer.weight`)."""
-    target_keys = set(module.state_dict())
-    mapped = {}
-    for key, value in state_dict.items():
-        prefix, _, leaf = key.rpartition(".")
-        wrapped_key = f"{prefix}.base_layer.{leaf}"
-        mapped[key if key in target_keys or wrapped_key not in target_keys else wrapped_key] = value
-    missing, unexpected = module.load_state_dict(mapped, strict=False)
-    missing = [key for key in missing if ".lora_" not in key]
-    if missing or unexpected:
-        raise ValueError(
-            f"Component weights do not fit the {type(module).__name__} built from the config: missing {missing[:5]}, "
-            f"unexpected {unexpected[:5]}."
-        )
 
 
 __all__ = [

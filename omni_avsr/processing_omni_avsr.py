@@ -30,7 +30,8 @@ from .media import (
     is_mouth_crop,
     not_a_mouth_crop_error,
 )
-from .modeling_omni_avsr import audio_encoder_frames, check_finite, compressed_length
+from .input_checks import check_batch_sizes, check_finite
+from .modeling_omni_avsr import audio_encoder_frames, compressed_length
 from .segmentation import DEFAULT_SEGMENT_SECONDS, check_segment_seconds
 
 
@@ -147,7 +148,7 @@ class OmniAVSRProcessor(ProcessorMixin):
 
     The tokenizer gets the `<audio>`, `</audio>`, `<video>`, `</video>` markers, the `<|AUDIO|>`, `<|VIDEO|>`
     placeholders and a `<pad>` token when it lacks them; the LM's embeddings must cover every id but the placeholders
-    (see `OmniAVSRForConditionalGeneration.from_components`).
+    (see `omni_avsr.training.assembly.assemble_model`).
 
     Args:
         feature_extractor (`WhisperFeatureExtractor`): computes log-mel features.
@@ -323,8 +324,7 @@ class OmniAVSRProcessor(ProcessorMixin):
         if text is not None:
             texts = [text] if isinstance(text, str) else _as_batch(text, "text")
             batch_sizes["text"] = len(texts)
-        if len(set(batch_sizes.values())) > 1:
-            raise ValueError(f"Batch sizes disagree between inputs: {batch_sizes}.")
+        check_batch_sizes(batch_sizes)
         if task is None and prompt is None:
             if texts is not None:
                 data["labels"] = self._transcript_labels(texts)

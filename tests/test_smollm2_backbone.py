@@ -8,6 +8,7 @@ from transformers import WhisperFeatureExtractor
 from omni_avsr import OmniAVSRForConditionalGeneration, OmniAVSRProcessor
 from omni_avsr.components import find_smollm2_gguf, load_language_model
 from omni_avsr.modeling_avhubert import AVHubertVideoModel
+from omni_avsr.training.assembly import assemble_model
 from omni_avsr.training.matryoshka import matryoshka_step
 from omni_avsr.training.policy import freeze, keep_frozen_encoders_in_eval_mode
 from transformers.models.whisper.modeling_whisper import WhisperEncoder
@@ -27,7 +28,7 @@ def test_smollm2_backbone_trains_and_generates(smollm2, tmp_path):
     processor = OmniAVSRProcessor(feature_extractor=WhisperFeatureExtractor(feature_size=80), tokenizer=tokenizer)
     encoders = tiny_config(tiny_processor())
     torch.manual_seed(0)
-    model = OmniAVSRForConditionalGeneration.from_components(
+    model = assemble_model(
         language_model=language_model,
         tokenizer=processor.tokenizer,
         audio_encoder=WhisperEncoder(encoders.audio_config),

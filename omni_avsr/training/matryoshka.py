@@ -16,6 +16,7 @@ from torch.nn import functional as F
 from transformers.utils import ModelOutput
 
 from ..configuration_omni_avsr import TASK_MODALITIES
+from ..input_checks import check_batch_sizes
 from ..processing_omni_avsr import IGNORE_INDEX, MEDIA_INPUTS, pad_rows
 
 
@@ -149,9 +150,9 @@ def matryoshka_step(
     DeepSpeed): it is called, never unwrapped, so gradients synchronise."""
     config = (model.module if hasattr(model, "module") else model).config
     tasks = [config.check_task(task) for task in (tasks or config.tasks)]
-    sizes = {name: batch[name].shape[0] for name in ("input_features", "pixel_values_videos", "labels") if batch.get(name) is not None}
-    if len(set(sizes.values())) > 1:
-        raise ValueError(f"Batch sizes disagree: {sizes}.")
+    check_batch_sizes(
+        {name: batch[name].shape[0] for name in ("input_features", "pixel_values_videos", "labels") if batch.get(name) is not None}
+    )
     rates = step_rates(config, model.training, audio_rate, video_rate)
     inputs, logits_to_keep = multitask_inputs(processor, batch, tasks, rates, padding)
     labels = inputs.pop("labels")
