@@ -3,7 +3,6 @@
 Nothing here imports Gradio: the page (`omni_avsr.app`) hands file paths in and shows the arrays that come out.
 """
 
-import importlib
 import json
 import os
 import re
@@ -19,10 +18,10 @@ from .data.augment import add_noise
 from .data.mini_lrs_render import write_mp4
 from .media import (
     AUDIO_EXTENSIONS,
-    CROP_EXTRA,
     MAX_CLIP_SECONDS,
     SAMPLING_RATE,
     VIDEO_FPS,
+    cropping_package,
     is_mouth_crop,
     load_audio,
     load_clip,
@@ -150,25 +149,12 @@ def load_seen_clip(path: str | os.PathLike) -> SeenClip:
     elif is_mouth_crop(*frames.shape[1:3]):
         face = f"Mouth crops already ({frames.shape[1]}×{frames.shape[2]}): read as they are, no face detection."
     else:
-        crops = _mouth_cropper(path, frames)(frames, source=path)
+        crops = cropping_package(path, frames.shape).default_cropper()(frames, source=path)
         frames, found = crops.frames, int(crops.detected.sum())
         missed = len(frames) - found
         face = f"Face found in {found} of {len(frames)} frames" + (f" ({missed} interpolated)." if missed else ".")
     length = len(frames) / VIDEO_FPS if frames is not None else len(clip.audio) / SAMPLING_RATE
     return SeenClip(audio=clip.audio, frames=frames, face=face, seconds=length)
-
-
-def _mouth_cropper(path: str, frames: np.ndarray):
-    """The process's mouth cropper (the optional `crop` extra), failing as `omni_avsr.media.crop_mouths` does."""
-    try:
-        cropping = importlib.import_module("omni_avsr.cropping")
-    except ImportError as error:
-        height, width = frames.shape[1:3]
-        raise ImportError(
-            f"{path} is a face video ({height}×{width} frames); cropping its mouth needs the optional extra: "
-            f"{CROP_EXTRA} ({error})."
-        ) from error
-    return cropping.default_cropper()
 
 
 def mouth_strip(frames: np.ndarray, count: int = STRIP_CROPS) -> np.ndarray:

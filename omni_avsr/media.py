@@ -276,20 +276,24 @@ def not_a_mouth_crop_error(name: str, height: int, width: int) -> ValueError:
 
 
 def crop_mouths(frames: np.ndarray, path: str) -> np.ndarray:
-    """The 96×96 mouth crops of a face video's frames, by the optional `omni_avsr.cropping`.
+    """The 96×96 mouth crops of a face video's frames, by the optional `omni_avsr.cropping`."""
+    return cropping_package(path, frames.shape).crop_mouths(frames, source=path)
 
-    Imported by name here, not at the top: this file is copied into Hub repositories, which must load without the
-    extra (and transformers checks that every module a copied file imports is installed).
+
+def cropping_package(path: str, shape: tuple):
+    """The optional `omni_avsr.cropping` package, for the face video `path` of frames `shape`, or an error naming the
+    extra.
+
+    Imported by name, not at the top: this file is copied into Hub repositories, which must load without the extra
+    (and transformers checks that every module a copied file imports is installed).
     """
     try:
-        cropping = importlib.import_module("omni_avsr.cropping")
+        return importlib.import_module("omni_avsr.cropping")
     except ImportError as error:
-        height, width = frames.shape[1:3]
         raise ImportError(
-            f"{path} is a face video ({height}×{width} frames); cropping its mouth needs the optional extra: "
+            f"{path} is a face video ({shape[1]}×{shape[2]} frames); cropping its mouth needs the optional extra: "
             f"{CROP_EXTRA} ({error})."
         ) from error
-    return cropping.crop_mouths(frames, source=path)
 
 
 def _decode_frames(path: str, grayscale: bool, max_seconds: float | None, max_side: int | None = None) -> np.ndarray:

@@ -12,7 +12,6 @@ This module is copied into Hub repositories with the pipeline, so it stays flat 
 package by name, only for face videos.
 """
 
-import importlib
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -24,7 +23,6 @@ import soxr
 
 from .media import (
     AUDIO_EXTENSIONS,
-    CROP_EXTRA,
     MAX_FACE_FRAME_SIDE,
     SAMPLES_PER_FRAME,
     SAMPLING_RATE,
@@ -36,6 +34,7 @@ from .media import (
     _shrink,
     _to_grayscale,
     check_media_file,
+    cropping_package,
     is_mouth_crop,
     upright_rgb,
 )
@@ -44,6 +43,7 @@ from .segmentation import Segment
 
 _AUDIO_BLOCK_SECONDS = 10.0
 _VIDEO_CHUNK_FRAMES = 125
+_FAULT_MERGE_S = 1.0  # undecodable packets this close together are reported as one stretch
 _GAP_TOLERANCE_S = 0.1  # audio timestamps further apart than the samples between them by this much: a hole
 
 
@@ -242,9 +242,14 @@ class MediaStream:
             yield SegmentMedia(span, samples, frames, face_found, faults)
 
     def _packet_fault(self, packet: av.Packet, what: str) -> None:
+        """Record a packet that could not be decoded; faults of one kind less than a second apart make one range."""
         start = float(packet.pts * packet.time_base) if packet.pts is not None and packet.time_base else 0.0
         length = float(packet.duration * packet.time_base) if packet.duration and packet.time_base else 1 / VIDEO_FPS
-        self.faults.append(MediaFault(start, start + length, what))
+        last = next((fault for fault in reversed(self.faults) if fault.what == what), None)
+        if last is not None and last.start <= start <= last.end + _FAULT_MERGE_S:
+            self.faults[self.faults.index(last)] = MediaFault(last.start, max(last.end, start + length), what)
+        else:
+            self.faults.append(MediaFault(start, start + length, what))
 
 
 class _SampleBuffer:
@@ -304,12 +309,5 @@ def _to_16k_mono(samples: np.ndarray, resampler, last: bool) -> np.ndarray:
 
 
 def _streaming_cropper(path: str, shape: tuple):
-    try:
-        cropping = importlib.import_module("omni_avsr.cropping")
-        streaming = importlib.import_module("omni_avsr.cropping.streaming")
-    except ImportError as error:
-        raise ImportError(
-            f"{path} is a face video ({shape[1]}×{shape[2]} frames); cropping its mouth needs the optional extra: "
-            f"{CROP_EXTRA} ({error})."
-        ) from error
-    return streaming.StreamingMouthCropper(cropping.default_cropper(), source=path)
+    cropping = cropping_package(path, shape)
+    return cropping.StreamingMouthCropper(cropping.default_cropper(), source=path)

@@ -137,6 +137,9 @@ class AVHubertVideoModel(AVHubertVideoPreTrainedModel):
     convolution, so a clip gives the same features alone or in a padded batch.
     """
 
+    # A lip reader's folder (`AVHubertForCTC`) loads as its encoder: the CTC head is left out on purpose.
+    _keys_to_ignore_on_load_unexpected = [r"^lm_head\."]
+
     def __init__(self, config: AVHubertVideoConfig):
         super().__init__(config)
         self.frontend = AVHubertVisualFrontend(config)

@@ -11,7 +11,7 @@ import pytest
 import soundfile
 import yaml
 from test_media import sine, write_video
-from tiny_models import randomize_lora, tiny_model, tiny_processor
+from tiny_models import tiny_decoding_model
 
 from omni_avsr import AudioVisualSpeechRecognitionPipeline, load_clip
 from omni_avsr import app_backend
@@ -22,11 +22,7 @@ from omni_avsr.cli import build_parser, main
 
 @pytest.fixture(scope="module")
 def omni():
-    processor = tiny_processor()
-    model = tiny_model(processor).eval()
-    randomize_lora(model, std=0.3)
-    model.generation_config.max_new_tokens = 6
-    return model, processor
+    return tiny_decoding_model(max_new_tokens=6)
 
 
 @pytest.fixture(scope="module")

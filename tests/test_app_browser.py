@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import soundfile
 from test_media import write_video
-from tiny_models import randomize_lora, tiny_model, tiny_processor
+from tiny_models import saved_model, tiny_decoding_model
 
 from omni_avsr import AudioVisualSpeechRecognitionPipeline, load_clip
 from omni_avsr.app_media import NoiseMixer, playable_audio
@@ -49,14 +49,7 @@ def find_browser() -> tuple[str, str]:
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("app_model")
-    processor = tiny_processor()
-    model = tiny_model(processor).eval()
-    randomize_lora(model, std=0.3)
-    model.generation_config.max_new_tokens = 6
-    model.save_pretrained(folder)
-    processor.save_pretrained(folder)
-    return folder
+    return saved_model(*tiny_decoding_model(max_new_tokens=6), tmp_path_factory.mktemp("app_model"))
 
 
 @pytest.fixture(scope="module")

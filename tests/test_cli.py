@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import soundfile
 from test_media import sine, write_clip, write_video
-from tiny_models import randomize_lora, tiny_model, tiny_processor
+from tiny_models import saved_model, tiny_decoding_model
 
 from omni_avsr import AudioVisualSpeechRecognitionPipeline
 from omni_avsr.cli import main
@@ -19,14 +19,7 @@ from omni_avsr.cli import main
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("model")
-    processor = tiny_processor()
-    model = tiny_model(processor).eval()
-    randomize_lora(model, std=0.3)
-    model.generation_config.max_new_tokens = 4
-    model.save_pretrained(folder)
-    processor.save_pretrained(folder)
-    return folder
+    return saved_model(*tiny_decoding_model(max_new_tokens=4), tmp_path_factory.mktemp("model"))
 
 
 @pytest.fixture(scope="module")

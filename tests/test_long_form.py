@@ -8,7 +8,7 @@ import numpy as np
 import pysubs2
 import pytest
 from long_recording import build_long_recording, mini_lrs_test_clips, write_mouth_video
-from tiny_models import randomize_lora, tiny_model, tiny_processor
+from tiny_models import saved_model, tiny_decoding_model
 
 from omni_avsr import AudioVisualSpeechRecognitionPipeline, load_clip
 from omni_avsr.cli import main
@@ -30,11 +30,8 @@ def recording(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def model_and_processor():
-    processor = tiny_processor()
+    model, processor = tiny_decoding_model(max_new_tokens=4)
     processor.segment_seconds = SEGMENT_SECONDS
-    model = tiny_model(processor).eval()
-    randomize_lora(model, std=0.3)
-    model.generation_config.max_new_tokens = 4
     return model, processor
 
 
@@ -46,11 +43,7 @@ def transcriber(model_and_processor):
 
 @pytest.fixture(scope="module")
 def model_dir(model_and_processor, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("model")
-    model, processor = model_and_processor
-    model.save_pretrained(folder)
-    processor.save_pretrained(folder)
-    return folder
+    return saved_model(*model_and_processor, tmp_path_factory.mktemp("model"))
 
 
 def assert_chunks_in_order(chunks, seconds):
@@ -192,10 +185,12 @@ def test_bad_long_files_end_in_one_line_and_keep_earlier_results(recording, mode
     empty = tmp_path / "empty.mp4"
     empty.write_bytes(b"")
     no_audio = write_mouth_video(tmp_path / "no_audio.mp4", np.zeros((800, 96, 96, 3), np.uint8))
+    faceless = write_mouth_video(tmp_path / "faceless.mp4", np.full((800, 160, 160, 3), 128, np.uint8))
     cases = {
         str(truncated): ["--task", "avsr", "--subtitles", "srt"],
         str(empty): ["--subtitles", "srt"],
         str(no_audio): ["--task", "asr", "--subtitles", "srt"],
+        str(faceless): ["--task", "vsr", "--subtitles", "srt"],
         str(tmp_path): ["--subtitles", "srt"],
     }
     capsys.readouterr()
@@ -222,6 +217,23 @@ def test_a_stretch_without_a_face_is_transcribed_from_the_audio_and_noted(real_c
     assert len(noted) < len(result["chunks"])
     lip_reading = transcriber(str(video), task="vsr", return_timestamps=True, chunk_length_s=4)
     assert all(chunk["text"] == "" for chunk in lip_reading["chunks"] if "note" in chunk)
+
+
+def test_undecodable_packets_cost_only_their_stretch(recording, transcriber, tmp_path):
+    """Bytes damaged in the middle of the file: those video packets are skipped (the last frame held), the chunks
+    they fall in say where, and every segment is still transcribed."""
+    data = bytearray(recording.video.read_bytes())
+    rng = np.random.default_rng(0)
+    for offset in range(int(len(data) * 0.45), int(len(data) * 0.55), 997):
+        data[offset : offset + 40] = rng.integers(0, 256, 40, dtype=np.uint8).tobytes()
+    damaged = tmp_path / "damaged.mp4"
+    damaged.write_bytes(bytes(data))
+    result = transcriber(str(damaged), task="avsr", return_timestamps=True)
+    intact = transcriber(str(recording.video), task="avsr", return_timestamps=True)
+    assert [chunk["timestamp"] for chunk in result["chunks"]] == [chunk["timestamp"] for chunk in intact["chunks"]]
+    noted = [chunk for chunk in result["chunks"] if "note" in chunk]
+    assert noted and all(chunk["note"].startswith("undecodable video (the last frame held) from") for chunk in noted)
+    assert len(noted) < len(result["chunks"]) / 2
 
 
 def test_demo_model_reads_a_long_recording_as_well_as_its_clips(recording):

@@ -138,6 +138,7 @@ def test_predict_writes_every_task_and_rate_cell(mini_corpus, tmp_path):
     for header in ("ASR 4", "ASR 16", "VSR 2", "VSR 5", "AVSR 4,2", "AVSR 16,5", "babble 0 dB", "Lip-reading floor"):
         assert header in table
     assert (output / "wer_vs_tokens.png").stat().st_size > 10_000
+    assert (output / "wer_vs_snr.png").stat().st_size > 10_000
 
 
 def test_two_process_ddp_ends_with_identical_weights(mini_corpus, tmp_path):

@@ -82,6 +82,23 @@ def randomize_lora(model, seed: int = 0, std: float = 0.1) -> None:
                 param.copy_(torch.randn(param.shape, generator=generator) * std)
 
 
+def tiny_decoding_model(max_new_tokens: int = 4, seed: int = 0):
+    """A tiny model (eval mode) that writes tokens when it decodes (its LoRA made random: LoRA B starts at zero) and
+    its processor; `saved_model` writes them as a folder."""
+    processor = tiny_processor()
+    model = tiny_model(processor, seed=seed).eval()
+    randomize_lora(model, std=0.3)
+    model.generation_config.max_new_tokens = max_new_tokens
+    return model, processor
+
+
+def saved_model(model, processor, folder):
+    """The folder a pipeline or the CLI loads: the model and its processor saved into `folder`."""
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder
+
+
 TRANSCRIPTS = ["set blue at a one now", "bin red", "place green by z nine soon"]
 
 

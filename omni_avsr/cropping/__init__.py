@@ -11,6 +11,7 @@ import numpy as np
 from .landmarks import CROP_EXTRA, DlibLandmarkDetector
 from .mouth_cropper import MouthCropConfig, MouthCropper, MouthCrops, NoFaceFoundError
 from .reference_face import REFERENCE_FACE, REFERENCE_SIZE
+from .streaming import StreamingMouthCropper
 
 
 @functools.cache
@@ -33,6 +34,7 @@ __all__ = [
     "NoFaceFoundError",
     "REFERENCE_FACE",
     "REFERENCE_SIZE",
+    "StreamingMouthCropper",
     "crop_mouths",
     "default_cropper",
 ]

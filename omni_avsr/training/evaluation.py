@@ -233,11 +233,7 @@ def describe_measurement(measured_on: dict) -> str:
 
 def plot_wer_against_tokens(rows: list[dict], path: str | Path) -> None:
     """WER against LLM media tokens per second, one line per task (solid: clean, dashed: each noise level)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     figure, axes = plt.subplots(figsize=(6.5, 4.5))
     cells = [(EvaluationCell(row["task"], row["audio_rate"], row["video_rate"], row["snr_db"]), row["wer"]) for row in rows]
     for task in dict.fromkeys(cell.task for cell, _ in cells):
@@ -255,11 +251,58 @@ def plot_wer_against_tokens(rows: list[dict], path: str | Path) -> None:
     plt.close(figure)
 
 
+def plot_wer_against_snr(rows: list[dict], path: str | Path) -> None:
+    """WER against the babble's SNR (clean at the left), one line per task and rates: where audio fails and lips hold
+    (the paper's Table III as a figure). Lip reading hears no noise: its clean WER is drawn across as a reference."""
+    plt = _pyplot()
+    figure, axes = plt.subplots(figsize=(6.5, 4.5))
+    levels = [None, *sorted({row["snr_db"] for row in rows if row["snr_db"] is not None}, reverse=True)]
+    names = ["clean" if level is None else f"{level:g}" for level in levels]
+    for row in rows:
+        if row["snr_db"] is None and row["task"] == "vsr":
+            cell = EvaluationCell(row["task"], row["audio_rate"], row["video_rate"])
+            finest = row["video_rate"] == _finest_video_rate(rows)
+            axes.axhline(row["wer"], linestyle=":", color="black" if finest else "grey", label=cell.label)
+    for cell in dict.fromkeys(
+        EvaluationCell(row["task"], row["audio_rate"], row["video_rate"]) for row in rows if row["task"] != "vsr"
+    ):
+        wer = {row["snr_db"]: row["wer"] for row in rows if (row["task"], row["audio_rate"], row["video_rate"]) ==
+               (cell.task, cell.audio_rate, cell.video_rate)}
+        points = [(index, wer[level]) for index, level in enumerate(levels) if level in wer]
+        axes.plot(*zip(*points), marker="o", linestyle="-" if cell.task == "avsr" else "--", label=cell.label)
+    axes.set_xticks(range(len(levels)), names)
+    axes.set_xlabel("babble noise, SNR (dB)")
+    axes.set_ylabel("WER (%)")
+    axes.set_title("Omni-AVSR in babble noise")
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize="small")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def _finest_video_rate(rows: list[dict]) -> int | None:
+    rates = [row["video_rate"] for row in rows if row["video_rate"] is not None]
+    return min(rates) if rates else None
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
 def write_report(rows: list[dict], output_dir: str | Path) -> str:
-    """Write `results.json`, `results.md` and `wer_vs_tokens.png`; returns the markdown."""
+    """Write `results.json`, `results.md`, `wer_vs_tokens.png` and, with noisy rows, `wer_vs_snr.png`; returns the
+    markdown."""
     output_dir = prepare_output_dir(output_dir, "--output_dir")
     write_text_atomically(output_dir / "results.json", json.dumps(rows, indent=1))
     markdown = results_markdown(rows)
     write_text_atomically(output_dir / "results.md", markdown)
     plot_wer_against_tokens(rows, output_dir / "wer_vs_tokens.png")
+    if any(row["snr_db"] is not None for row in rows):
+        plot_wer_against_snr(rows, output_dir / "wer_vs_snr.png")
     return markdown
