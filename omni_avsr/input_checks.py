@@ -1,7 +1,7 @@
-"""What Omni-AVSR refuses before any work, with a message that names the input and what was expected: media of the
-wrong shape, batch sizes that disagree, NaN or infinite values, ids outside the language model's vocabulary, decoding
+"""What Omni-AVSR refuses before any work, with a message that names the input and what was expected: a task without
+the media it reads, media of the wrong shape, batch sizes that disagree, NaN or infinite values, ids outside the language model's vocabulary, decoding
 counts that are not counts; and NaN logits at the first decoding step. The model, the processor and the training
-step call these, so each rule is written once.
+step (and the pipelines, for the task's media) call these, so each rule is written once.
 
 Copied into Hub repositories with the modeling file (a flat module, relative imports only).
 """
@@ -9,6 +9,24 @@ Copied into Hub repositories with the modeling file (a flat module, relative imp
 import numpy as np
 import torch
 from transformers.generation import LogitsProcessor
+
+from .configuration_omni_avsr import TASK_MODALITIES
+
+
+# How messages name each modality: the video a task reads is lip video (mouth crops), not any video.
+MODALITY_NAMES = {"audio": "audio", "video": "lip video"}
+
+
+def check_task_media(task: str, available, source: str) -> None:
+    """Refuse `task` when `source` (the input, as the message names it) lacks a modality the task reads (`available`:
+    the modalities it has): the model would write a transcript from the prompt alone."""
+    needs = TASK_MODALITIES[task]
+    missing = [modality for modality in needs if modality not in available]
+    if missing:
+        raise ValueError(
+            f"task={task!r} needs {' and '.join(MODALITY_NAMES[m] for m in needs)}, but {source} has no "
+            f"{' or '.join(MODALITY_NAMES[m] for m in missing)}; use a task its media allow or give the missing input."
+        )
 
 
 def check_finite(name: str, values) -> None:

@@ -30,7 +30,7 @@ from .media import (
     is_mouth_crop,
     not_a_mouth_crop_error,
 )
-from .input_checks import check_batch_sizes, check_finite
+from .input_checks import check_batch_sizes, check_finite, check_task_media
 from .modeling_omni_avsr import audio_encoder_frames, compressed_length
 from .segmentation import DEFAULT_SEGMENT_SECONDS, check_segment_seconds
 
@@ -370,10 +370,8 @@ class OmniAVSRProcessor(ProcessorMixin):
         """`input_ids`, `attention_mask` (and `labels` with transcripts) of one task, placeholders expanded."""
         available = {modality for modality, key in (("audio", "input_features"), ("video", "pixel_values_videos")) if key in data}
         task = check_task(task, self.tasks) if task is not None else default_task(available, self.tasks)
+        check_task_media(task, available, "this processor call")
         needs = TASK_MODALITIES[task]
-        missing = [modality for modality in needs if modality not in available]
-        if missing:
-            raise ValueError(f"task={task!r} needs {' and '.join(needs)}; give {' and '.join(missing)} too.")
         rates = {
             f"{modality}_rate": check_rate(modality, rate, self.rates(modality))
             for modality, rate in (("audio", audio_rate), ("video", video_rate))

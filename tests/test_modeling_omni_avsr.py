@@ -218,7 +218,7 @@ def test_bad_inputs_raise_clear_errors(processor, batch):
         matryoshka_step(model, processor, batch, video_rate=3)
     with pytest.raises(ValueError, match="The audio placeholders of input_ids do not match the audio features"):
         model.generate(**media, task="avsr")
-    with pytest.raises(ValueError, match="Task 'asr' needs input_features"):
+    with pytest.raises(ValueError, match="task='asr' needs audio, but the training batch has no audio"):
         matryoshka_step(model, processor, {"pixel_values_videos": batch["pixel_values_videos"], "labels": batch["labels"]})
     with pytest.raises(ValueError, match="Batch sizes disagree"):
         matryoshka_step(model, processor, {**batch, "labels": batch["labels"][:2]})

@@ -88,7 +88,7 @@ def test_processor_labels_padding_prompt_and_structured_kwargs(processor, clips)
         processor(audio=audio, sampling_rate=16000, beam_size=4)
     with pytest.raises(ValueError, match="audio_rate=8 is not one of this model's audio rates \\(4, 16\\)"):
         processor(audio=audio, sampling_rate=16000, task="asr", audio_rate=8)
-    with pytest.raises(ValueError, match="task='avsr' needs audio and video; give video too"):
+    with pytest.raises(ValueError, match="task='avsr' needs audio and lip video, but this processor call has no lip video"):
         processor(audio=audio, sampling_rate=16000, task="avsr")
 
 

@@ -16,7 +16,7 @@ from torch.nn import functional as F
 from transformers.utils import ModelOutput
 
 from ..configuration_omni_avsr import TASK_MODALITIES
-from ..input_checks import check_batch_sizes
+from ..input_checks import check_batch_sizes, check_task_media
 from ..processing_omni_avsr import IGNORE_INDEX, MEDIA_INPUTS, pad_rows
 
 
@@ -79,10 +79,9 @@ def multitask_inputs(processor, batch, tasks: list[str], rates: dict[str, int], 
         raise ValueError(f"train_padding must be one of {TRAIN_PADDINGS}, got {padding!r}.")
     needed = {modality for task in tasks for modality in TASK_MODALITIES[task]}
     media = {name: batch[name] for modality in needed for name in MEDIA_INPUTS[modality] if batch.get(name) is not None}
+    available = {modality for modality in needed if MEDIA_INPUTS[modality][0] in media}
     for task in tasks:
-        missing = [name for name in (MEDIA_INPUTS[m][0] for m in TASK_MODALITIES[task]) if name not in media]
-        if missing:
-            raise ValueError(f"Task {task!r} needs {' and '.join(missing)}: the batch has no such media.")
+        check_task_media(task, available, "the training batch")
     if padding == "official":
         media = _official_masks(media)
     rates = {f"{modality}_rate": rate for modality, rate in rates.items() if modality in needed}
