@@ -29,7 +29,8 @@ from transformers import GenerationConfig
 
 from .command_line import EXPECTED_ERRORS, check_output_file, report_error, write_text_atomically
 from .configuration_omni_avsr import TASK_MODALITIES, TASKS, OmniAVSRConfig
-from .modeling_omni_avsr import OmniAVSRForConditionalGeneration
+from .media import MOUTH_CROP_SIZE, VIDEO_FPS
+from .modeling_omni_avsr import AUDIO_FRAMES_PER_SECOND, OmniAVSRForConditionalGeneration
 from .training.arguments import OmniAVSRTrainingArguments
 from .training.policy import freeze
 from .training.trainer import TRAINING_ARGS_FILE
@@ -305,10 +306,10 @@ def _components_table(checkpoint: dict) -> str:
     projectors = "per modality and rate" if config.projector_per_rate else "per modality (shared by its rates)"
     scale = config.lora_alpha / config.lora_rank
     rows = [
-        ("audio encoder", f"{_architecture(config.audio_config)}, {_frozen(policy['freeze_audio_encoder'])}, 50 frames/s; "
-         f"{_source(config.audio_config)}"),
+        ("audio encoder", f"{_architecture(config.audio_config)}, {_frozen(policy['freeze_audio_encoder'])}, "
+         f"{AUDIO_FRAMES_PER_SECOND} frames/s; {_source(config.audio_config)}"),
         ("video encoder", f"{_architecture(config.video_config)}, {_frozen(policy['freeze_video_encoder'])}{video_lora}; "
-         f"25 fps grayscale 88×88 mouth crops; {_source(config.video_config)}"),
+         f"{VIDEO_FPS:g} fps grayscale {MOUTH_CROP_SIZE}×{MOUTH_CROP_SIZE} mouth crops; {_source(config.video_config)}"),
         ("compression", f"{compression} over time: audio rate {_or(config.audio_rates)}, video rate "
          f"{_or(config.video_rates)}"),
         ("projectors", f"one 2-layer MLP ({config.projector_hidden_size} wide) {projectors}, into the language "

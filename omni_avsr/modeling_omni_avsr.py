@@ -96,6 +96,8 @@ class OmniAVSRProjector(nn.Module):
         return self.norm(self.linear_2(self.act(self.linear_1(features))))
 
 
+# Whisper encoder frames per second of audio: 100 log-mel frames, halved by its convolutions.
+AUDIO_FRAMES_PER_SECOND = 50
 # The official code never keeps fewer than 25 Whisper frames (0.5 s), even for shorter clips.
 MIN_AUDIO_FRAMES = 25
 

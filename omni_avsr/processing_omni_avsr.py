@@ -21,8 +21,10 @@ from .configuration_omni_avsr import (
     sequence_token_ids,
 )
 from .media import (
+    LUMA_WEIGHTS,
     MAX_CLIP_SECONDS,
     MIN_CLIP_SECONDS,
+    MOUTH_CROP_SIZE,
     SAMPLING_RATE,
     VIDEO_FPS,
     align_audio_to_frames,
@@ -173,7 +175,7 @@ class OmniAVSRProcessor(ProcessorMixin):
         self,
         feature_extractor=None,
         tokenizer=None,
-        video_crop_size: int = 88,
+        video_crop_size: int = MOUTH_CROP_SIZE,
         video_mean: float = 0.421,
         video_std: float = 0.165,
         normalize_waveform: bool = True,
@@ -564,7 +566,7 @@ class OmniAVSRProcessor(ProcessorMixin):
         pixels = frames[:, top : top + crop, left : left + crop].astype(np.float32) / 255.0
         if pixels.shape[-1] == 3:
             # ITU-R 601 luma on [0, 1] values, as torchvision's `Grayscale` in the official recipe.
-            pixels = pixels @ np.array([0.2989, 0.587, 0.114], dtype=np.float32)
+            pixels = pixels @ LUMA_WEIGHTS
         else:
             pixels = pixels[..., 0]
         return (pixels - self.video_mean) / self.video_std
@@ -656,7 +658,9 @@ def _check_video_settings(crop_size, mean, std) -> None:
     """Refuse video settings (given, or read from `processor_config.json`) that would make every clip an empty crop
     or NaN / ±inf pixels (a zero std divides by zero)."""
     if isinstance(crop_size, bool) or not isinstance(crop_size, numbers.Integral) or crop_size < 1:
-        raise ValueError(f"video_crop_size must be a whole number of pixels ≥ 1 (default 88), got {crop_size!r}.")
+        raise ValueError(
+            f"video_crop_size must be a whole number of pixels ≥ 1 (default {MOUTH_CROP_SIZE}), got {crop_size!r}."
+        )
     if not _is_number(mean) or not 0.0 <= mean <= 1.0:
         raise ValueError(
             f"video_mean must be a number in [0, 1], the mean of grayscale pixels scaled to [0, 1] (default 0.421); "

@@ -10,8 +10,10 @@ import torch
 from tiny_models import tiny_processor
 
 from omni_avsr import OmniAVSRProcessor, load_clip
+from omni_avsr.data.augment import AudioVisualAugmentation
 from omni_avsr.data.collator import OmniAVSRDataCollator
 from omni_avsr.data.lrs import load_lrs_dataset
+from omni_avsr.media import MOUTH_CROP_SIZE, _to_grayscale
 
 
 @pytest.fixture(scope="module")
@@ -47,6 +49,17 @@ def test_video_preprocessing_is_centre_crop_grayscale_and_normalisation(processo
     pixels = processor(videos=[frames], sampling_rate=16000)["pixel_values_videos"]
     expected = (0.2989 - processor.video_mean) / processor.video_std
     torch.testing.assert_close(pixels[0, :, 0], torch.full((3, 88, 88), expected))
+
+
+def test_lip_crop_and_grayscale_have_one_home(processor):
+    """The processor's crop and training's random crop are media's `MOUTH_CROP_SIZE`; an RGB clip given to the
+    processor and the same clip read from a file (media's grayscale conversion) are one clip to the model."""
+    assert processor.video_crop_size == AudioVisualAugmentation().crop_size == MOUTH_CROP_SIZE
+    rgb = np.random.default_rng(0).integers(0, 256, (3, 96, 96, 3), dtype=np.uint8)
+    from_rgb = processor(videos=[rgb])["pixel_values_videos"]
+    from_gray = processor(videos=[_to_grayscale(rgb.astype(np.float32))])["pixel_values_videos"]
+    # media rounds its grayscale to uint8: half a level apart at most (and float32's error)
+    torch.testing.assert_close(from_rgb, from_gray, atol=0.501 / 255 / processor.video_std, rtol=0)
 
 
 def test_waveform_normalisation_matches_the_reference_layer_norm(processor):

@@ -13,12 +13,10 @@ from tqdm.auto import tqdm
 
 from ..command_line import prepare_output_dir, write_text_atomically
 from ..configuration_omni_avsr import TASK_MODALITIES
+from ..media import VIDEO_FPS
+from ..modeling_omni_avsr import AUDIO_FRAMES_PER_SECOND
 from ..processing_omni_avsr import media_inputs, pad_rows
 from ..data.augment import add_noise
-
-
-AUDIO_FRAMES_PER_SECOND = 50
-VIDEO_FRAMES_PER_SECOND = 25
 
 
 @dataclass(frozen=True)
@@ -34,7 +32,7 @@ class EvaluationCell:
     def llm_tokens_per_second(self) -> float:
         """Media tokens the LM reads per second of input: the cost axis of the elastic trade-off."""
         tokens = AUDIO_FRAMES_PER_SECOND / self.audio_rate if self.audio_rate else 0.0
-        return tokens + (VIDEO_FRAMES_PER_SECOND / self.video_rate if self.video_rate else 0.0)
+        return tokens + (VIDEO_FPS / self.video_rate if self.video_rate else 0.0)
 
     @property
     def label(self) -> str:
