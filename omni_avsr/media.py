@@ -165,6 +165,15 @@ def check_media_file(path: str) -> None:
         raise FileNotFoundError(f"Media file not found: {path}")
 
 
+def check_min_duration(name: str, seconds: float, length: str) -> None:
+    """Refuse a clip shorter than `MIN_CLIP_SECONDS` (`length` says how long it is, in its own units)."""
+    if seconds < MIN_CLIP_SECONDS:
+        raise ValueError(
+            f"{name} lasts {seconds:.3g} s ({length}); expected a clip of at least {MIN_CLIP_SECONDS:g} s: nothing "
+            "shorter holds a word."
+        )
+
+
 def check_clip_duration(name: str, seconds: float, max_seconds: float = MAX_CLIP_SECONDS) -> None:
     """Refuse a clip (a file, or an array named `name`) longer than `max_seconds`: the one length rule of files, arrays
     given to the processor and pipeline inputs."""
