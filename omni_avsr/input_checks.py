@@ -1,7 +1,8 @@
 """What Omni-AVSR refuses before any work, with a message that names the input and what was expected: a task without
 the media it reads, media of the wrong shape, batch sizes that disagree, NaN or infinite values, ids outside the language model's vocabulary, decoding
 counts that are not counts; and NaN logits at the first decoding step. The model, the processor and the training
-step (and the pipelines, for the task's media) call these, so each rule is written once.
+step (and the pipelines, for the task's media) call these, so each rule is written once; so is where a sequence holds
+media placeholders, which the checks and the model's merge both read.
 
 Copied into Hub repositories with the modeling file (a flat module, relative imports only).
 """
@@ -36,6 +37,13 @@ def check_finite(name: str, values) -> None:
     if not finite.all():
         bad, total = int((~finite).sum()), int(np.prod(finite.shape))
         raise ValueError(f"{name} holds {bad} NaN or infinite value(s) of {total}; expected finite numbers.")
+
+
+def placeholder_mask(config, input_ids: torch.LongTensor, modality: str | None = None) -> torch.BoolTensor:
+    """Where `input_ids` hold the media placeholder of `modality` (default: of either modality), for a model of
+    `config` (an `OmniAVSRConfig`)."""
+    mask = input_ids == (config.video_token_id if modality == "video" else config.audio_token_id)
+    return mask | (input_ids == config.video_token_id) if modality is None else mask
 
 
 def check_batch_sizes(sizes: dict[str, int]) -> None:
@@ -102,8 +110,7 @@ def check_input_ids(config, input_ids: torch.LongTensor, vocabulary: int) -> Non
     tokenizer?), which would fail deep inside the embedding lookup. It reads the ids on the host: `generate` runs it,
     the training forward does not."""
     config.check_token_ids()
-    placeholders = (input_ids == config.audio_token_id) | (input_ids == config.video_token_id)
-    outside = ((input_ids < 0) | (input_ids >= vocabulary)) & ~placeholders
+    outside = ((input_ids < 0) | (input_ids >= vocabulary)) & ~placeholder_mask(config, input_ids)
     if outside.any():
         row, position = (int(index) for index in outside.nonzero()[0])
         raise ValueError(

@@ -25,7 +25,7 @@ from transformers.utils.deprecation import deprecate_kwarg
 from transformers.utils.generic import can_return_tuple
 
 from .configuration_omni_avsr import TASK_MODALITIES, OmniAVSRConfig
-from .input_checks import FiniteLogitsCheck, check_generate_inputs, check_media
+from .input_checks import FiniteLogitsCheck, check_generate_inputs, check_media, placeholder_mask
 from .modeling_avhubert import AVHubertVideoModel
 from .omni_lora import (
     OmniLoraLinear,
@@ -390,9 +390,9 @@ class OmniAVSRModel(OmniAVSRPreTrainedModel):
     ) -> torch.BoolTensor:
         """Where the sequence holds the modality's placeholder token (batch, sequence): read from `input_ids`, or,
         without them, from `inputs_embeds` (possible where the placeholder has an embedding row)."""
-        token_id = self.config.audio_token_id if modality == "audio" else self.config.video_token_id
         if input_ids is not None:
-            return input_ids == token_id
+            return placeholder_mask(self.config, input_ids, modality)
+        token_id = self.config.audio_token_id if modality == "audio" else self.config.video_token_id
         embeddings = self.get_input_embeddings()
         if token_id >= embeddings.num_embeddings:
             raise ValueError(
@@ -446,8 +446,7 @@ class OmniAVSRModel(OmniAVSRPreTrainedModel):
         read the pad row; media replace them anyway."""
         self.config.check_token_ids()
         embeddings = self.get_input_embeddings()
-        placeholders = (input_ids == self.config.audio_token_id) | (input_ids == self.config.video_token_id)
-        rowless = placeholders & (input_ids >= embeddings.num_embeddings)
+        rowless = placeholder_mask(self.config, input_ids) & (input_ids >= embeddings.num_embeddings)
         return embeddings(input_ids.masked_fill(rowless, self.config.pad_token_id))
 
     def route_adapters(self, tasks: list[str], num_rows: int) -> None:

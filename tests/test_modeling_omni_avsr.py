@@ -7,6 +7,7 @@ import torch
 from tiny_models import TRANSCRIPTS, randomize_lora, tiny_batch, tiny_clips, tiny_model, tiny_processor
 
 from omni_avsr import OmniAVSRForConditionalGeneration
+from omni_avsr.input_checks import placeholder_mask
 from omni_avsr.modeling_omni_avsr import compress_frames
 from omni_avsr.presets import paper_config
 from omni_avsr.training.matryoshka import matryoshka_step
@@ -302,3 +303,20 @@ def test_trimmed_audio_window_is_batch_independent(processor):
     assert batched.shape[1] == 100 and reference.shape[1] == 100
     audio, _ = tiny_clips(3)
     assert trimmed.generate(**processor(audio=audio, sampling_rate=16000, task="asr"), max_new_tokens=4).shape[0] == 3
+
+
+def test_placeholder_mask_is_one_rule_for_the_merge_the_embedding_lookup_and_the_id_check(processor):
+    """`input_checks.placeholder_mask` is where a sequence holds media: the model's merge reads it per modality, its
+    embedding lookup and `generate`'s id check for either."""
+    model = tiny_model(processor).eval()
+    config = model.config
+    audio, videos = tiny_clips(2)
+    inputs = processor(audio=audio, videos=videos, sampling_rate=16000, task="avsr")
+    input_ids = inputs["input_ids"]
+    audio, video = (input_ids == config.audio_token_id), (input_ids == config.video_token_id)
+    assert audio.any() and video.any()
+    assert torch.equal(placeholder_mask(config, input_ids), audio | video)
+    embeds = model.model.embed_tokens(input_ids)
+    for modality, expected in (("audio", audio), ("video", video)):
+        assert torch.equal(placeholder_mask(config, input_ids, modality), expected)
+        assert torch.equal(model.model.get_placeholder_mask(input_ids, embeds, modality), expected)
