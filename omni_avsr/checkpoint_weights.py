@@ -14,7 +14,7 @@ import json
 from safetensors import safe_open
 from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME, cached_file
 
-from .modeling_omni_avsr import rename_checkpoint_keys
+from .conversion_mapping_omni_avsr import rename_checkpoint_keys
 
 
 def checkpoint_shapes(name_or_path: str) -> dict[str, tuple[int, ...]] | None:

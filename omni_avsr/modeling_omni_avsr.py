@@ -1,6 +1,5 @@
 """Omni-AVSR: one audio-visual LLM for ASR, VSR and AVSR with compression rates chosen at inference time."""
 
-import re
 from dataclasses import dataclass
 
 import torch
@@ -25,6 +24,7 @@ from transformers.utils.deprecation import deprecate_kwarg
 from transformers.utils.generic import can_return_tuple
 
 from .configuration_omni_avsr import TASK_MODALITIES, OmniAVSRConfig
+from .conversion_mapping_omni_avsr import CHECKPOINT_RENAMES
 from .input_checks import FiniteLogitsCheck, check_generate_inputs, check_media, placeholder_mask
 from .modeling_avhubert import AVHubertVideoModel
 from .omni_lora import (
@@ -36,31 +36,10 @@ from .omni_lora import (
 )
 
 
-# Parameter names of earlier layouts and their names now: the first releases' (`audio_encoder.*`,
-# `language_model.model.*`, ...) and the encoders' before they became towers (`model.audio_encoder.*`). Registered with
-# transformers' conversion mapping, which renames them when a folder loads (remote code registers it on import too);
-# `rename_checkpoint_keys` applies the same renames to a state dict (the official converter, the weight check).
-CHECKPOINT_RENAMES = {
-    r"^language_model\.lm_head\.": "lm_head.",
-    r"^language_model\.model\.": "model.language_model.",
-    r"^(?:model\.)?audio_encoder\.": "model.audio_tower.",
-    r"^(?:model\.)?video_encoder\.": "model.video_tower.",
-    r"^audio_projectors\.": "model.audio_projectors.",
-    r"^video_projectors\.": "model.video_projectors.",
-}
+# Folders of earlier layouts load under today's names.
 register_checkpoint_conversion_mapping(
     "omni_avsr", [WeightRenaming(old, new) for old, new in CHECKPOINT_RENAMES.items()], overwrite=True
 )
-
-
-def rename_checkpoint_keys(state_dict: dict) -> dict:
-    """`state_dict` with each key of an earlier layout under its name now (`CHECKPOINT_RENAMES`)."""
-    renamed = {}
-    for key, value in state_dict.items():
-        for old, new in CHECKPOINT_RENAMES.items():
-            key = re.sub(old, new, key, count=1)
-        renamed[key] = value
-    return renamed
 
 
 @dataclass

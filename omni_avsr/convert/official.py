@@ -26,7 +26,8 @@ from transformers import AutoConfig, AutoTokenizer, WhisperConfig, WhisperFeatur
 
 from ..command_line import EXPECTED_ERRORS, add_debug_flag, prepare_output_dir, report_error
 from ..configuration_omni_avsr import OmniAVSRConfig, text_vocabulary_size
-from ..modeling_omni_avsr import OmniAVSRForConditionalGeneration, rename_checkpoint_keys
+from ..conversion_mapping_omni_avsr import rename_checkpoint_keys
+from ..modeling_omni_avsr import OmniAVSRForConditionalGeneration
 from ..processing_omni_avsr import OmniAVSRProcessor
 from . import check_finite_weights, load_converted_weights
 from .avhubert import avhubert_config_from_fairseq, convert_avhubert_state_dict
