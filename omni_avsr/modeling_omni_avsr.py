@@ -1,4 +1,11 @@
-"""Omni-AVSR: one audio-visual LLM for ASR, VSR and AVSR with compression rates chosen at inference time."""
+"""Omni-AVSR: one audio-visual LLM for ASR, VSR and AVSR with compression rates chosen at inference time.
+
+This file holds the model: encoders, compression, projectors, the merge at the placeholders, the LM with Omni-LoRA,
+the LM head, `forward` and `generate`'s hooks. What it refuses is in `input_checks.py`, the names of earlier layouts in
+`conversion_mapping_omni_avsr.py`; the efficient-matryoshka training step, the training policy (what trains) and the
+assembly from pretrained parts are the training layer's (`omni_avsr/training/`: matryoshka.py, policy.py,
+assembly.py).
+"""
 
 from dataclasses import dataclass
 
