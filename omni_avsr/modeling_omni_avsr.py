@@ -34,13 +34,7 @@ from .configuration_omni_avsr import TASK_MODALITIES, OmniAVSRConfig
 from .conversion_mapping_omni_avsr import CHECKPOINT_RENAMES
 from .input_checks import FiniteLogitsCheck, check_generate_inputs, check_media, placeholder_mask
 from .modeling_avhubert import AVHubertVideoModel
-from .omni_lora import (
-    OmniLoraLinear,
-    add_lora_adapters,
-    lora_layers,
-    reset_lora_parameters,
-    set_adapter_routing,
-)
+from .omni_lora import OmniLoraLinear, add_lora_adapters, lora_layers, reset_lora_parameters, set_adapter_routing
 
 
 # Folders of earlier layouts load under today's names.
