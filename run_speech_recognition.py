@@ -26,6 +26,7 @@ import logging
 import sys
 from pathlib import Path
 
+from omni_avsr.checkpoint_weights import check_checkpoint_weights
 from omni_avsr.command_line import run_script, write_text_atomically
 from omni_avsr.data.collator import OmniAVSRDataCollator
 from omni_avsr.configuration_omni_avsr import TASK_MODALITIES, TASKS, OmniAVSRConfig
@@ -49,6 +50,7 @@ from omni_avsr.training.datasets import (
     video_is_augmented,
 )
 from omni_avsr.training.encoder_cache import cache_frozen_video_encoder
+from omni_avsr.training.policy import apply_training_policy, warn_of_an_earlier_policy
 from omni_avsr.training.quantization import quantize_language_model
 from omni_avsr.training.evaluation import evaluate_wer, evaluation_cells, measurement_record, write_report
 from omni_avsr.training.trainer import OmniAVSRTrainer
@@ -113,6 +115,9 @@ def main():
     # The transcripts that become labels: one the tokenizer cannot represent is refused now, naming its line.
     label_files = data_args.train_labels if training_args.do_train else []
     check_label_texts(processor, data_args, [*label_files, *([data_args.eval_labels] if evaluates else [])])
+    apply_training_policy(model, training_args)
+    if training_args.do_train and model_args.model_name_or_path is not None:
+        warn_of_an_earlier_policy(model_args.model_name_or_path, training_args)
     # bitsandbytes quantises when the weights reach their device: move the model there first.
     quantize_language_model(model.to(training_args.device), model_args.quantize_language_model)
     logger.info(
@@ -122,10 +127,10 @@ def main():
         sum(p.numel() for p in model.parameters()) / 1e6,
     )
 
-    video_encoder = model.video_encoder
-    frozen_video = video_encoder is not None and not any(param.requires_grad for param in video_encoder.parameters())
+    video_tower = model.video_tower
+    frozen_video = video_tower is not None and not any(param.requires_grad for param in video_tower.parameters())
     if training_args.do_train and "video" in train_modalities and frozen_video and not video_is_augmented(data_args):
-        cache_frozen_video_encoder(video_encoder)
+        cache_frozen_video_encoder(video_tower)
         logger.info("The video encoder is frozen and its input not augmented: each clip is encoded once per run.")
 
     eval_dataset = None
@@ -158,6 +163,9 @@ def main():
         trainer.save_metrics("eval", metrics)
 
     if training_args.do_predict and trainer.is_world_process_zero():
+        if not training_args.do_train:
+            # A WER of randomly initialised weights (a folder whose config does not describe them) would read as real.
+            check_checkpoint_weights(trainer.model)
         predict(trainer.model, processor, data_args, training_args, used)
 
 

@@ -29,6 +29,7 @@ from common import (
     build_processor,
     clip_durations,
     count_flops,
+    decoding_inputs,
     describe_batch,
     describe_config,
     emit,
@@ -39,8 +40,8 @@ from common import (
     matmul_peak,
     parameter_counts,
 )
-from omni_avsr.configuration_omni_avsr import TASK_MODALITIES
 from omni_avsr.presets import BACKBONES, paper_config
+from omni_avsr.training.policy import keep_frozen_encoders_in_eval_mode
 
 
 # NVIDIA datasheet dense (no sparsity) BF16 tensor-core peaks, TFLOP/s; the first name fragment that matches wins.
@@ -125,7 +126,7 @@ def run_backbone(name: str, args, device, processor, spec_peak, measured_peak) -
     media_dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     with device:
         model = build_model(config, seed=args.seed)
-        model = (to_frozen_bf16(model) if media_dtype == torch.bfloat16 else model).train()
+        model = keep_frozen_encoders_in_eval_mode((to_frozen_bf16(model) if media_dtype == torch.bfloat16 else model).train())
     if checkpointed:
         model.activation_checkpointing_enable({"use_reentrant": False})
     trainable = [param for param in model.parameters() if param.requires_grad]
@@ -139,7 +140,7 @@ def run_backbone(name: str, args, device, processor, spec_peak, measured_peak) -
     pairs = rate_pair_order(config)
 
     def train_step(pair):
-        omni_step(model, batch, *pair)
+        omni_step(model, processor, batch, *pair)
         optimizer.step()
 
     for step in range(args.warmup_steps):
@@ -149,7 +150,7 @@ def run_backbone(name: str, args, device, processor, spec_peak, measured_peak) -
     step_times = [timed(lambda: train_step(pairs[step % len(pairs)]), device) for step in range(args.steps)]
     peak_memory = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None
     timed_pairs = pairs[: min(args.steps, len(pairs))]
-    step_flops = [count_flops(lambda pair=pair: omni_step(model, batch, *pair)) for pair in timed_pairs]
+    step_flops = [count_flops(lambda pair=pair: omni_step(model, processor, batch, *pair)) for pair in timed_pairs]
     mean_flops = sum(step_flops) / len(step_flops)
     step_s = sum(step_times) / len(step_times)
 
@@ -159,16 +160,15 @@ def run_backbone(name: str, args, device, processor, spec_peak, measured_peak) -
         + [("vsr", None, rate) for rate in config.video_rates]
         + [("avsr", a, v) for a, v in itertools.product(config.audio_rates, config.video_rates)]
     )
-    names = {"audio": ("input_features", "input_features_mask"), "video": ("pixel_values_videos", "video_mask")}
     decoding = []
     with torch.no_grad():
         for (task, audio_rate, video_rate), beams in itertools.product(settings, args.beams):
-            inputs = {name: batch[name][:1] for modality in TASK_MODALITIES[task] for name in names[modality]}
+            inputs = decoding_inputs(config, processor, batch, task, 1, audio_rate=audio_rate, video_rate=video_rate)
 
             def generate():
                 model.generate(
-                    **inputs, task=task, audio_rate=audio_rate, video_rate=video_rate, num_beams=beams,
-                    do_sample=False, min_new_tokens=args.new_tokens, max_new_tokens=args.new_tokens,
+                    **inputs, num_beams=beams, do_sample=False, min_new_tokens=args.new_tokens,
+                    max_new_tokens=args.new_tokens, share_prompt_prefill=True,
                 )
 
             generate()

@@ -32,6 +32,7 @@ from common import (
     cast_media,
     clip_durations,
     count_flops,
+    decoding_inputs,
     describe_batch,
     describe_config,
     emit,
@@ -44,8 +45,6 @@ from common import (
     parameter_counts,
     utilisation,
 )
-from omni_avsr.configuration_omni_avsr import TASK_MODALITIES
-
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
@@ -76,12 +75,6 @@ def task_settings(config, quick: bool) -> list[tuple[str, int | None, int | None
     return settings + [("avsr", audio, video) for audio, video in pairs]
 
 
-def task_batch(batch: dict, task: str, size: int) -> dict:
-    names = {"audio": ("input_features", "input_features_mask"), "video": ("pixel_values_videos", "video_mask")}
-    keep = {name for modality in TASK_MODALITIES[task] for name in names[modality]}
-    return {name: value[:size] for name, value in batch.items() if name in keep}
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     add_common_arguments(parser)
@@ -109,7 +102,7 @@ def main():
 
     def generate(task, audio_rate, video_rate, batch_size, beams):
         return model.generate(
-            **task_batch(batch, task, batch_size), task=task, audio_rate=audio_rate, video_rate=video_rate,
+            **decoding_inputs(config, processor, batch, task, batch_size, audio_rate=audio_rate, video_rate=video_rate),
             num_beams=beams, do_sample=False, min_new_tokens=args.new_tokens, max_new_tokens=args.new_tokens,
         )
 

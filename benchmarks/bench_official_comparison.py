@@ -28,6 +28,7 @@ from common import (
     build_model,
     build_processor,
     clip_durations,
+    decoding_inputs,
     describe_batch,
     describe_config,
     emit,
@@ -37,7 +38,6 @@ from common import (
     make_batch,
     measure,
 )
-from omni_avsr.configuration_omni_avsr import TASK_MODALITIES
 
 
 def frame_differences(full: torch.Tensor, trimmed: torch.Tensor, lengths: torch.Tensor) -> dict:
@@ -77,15 +77,16 @@ def main():
     trimmed.config.audio_full_window = False
     durations = clip_durations(args.clips, args.seconds, 0.4)
     batch = make_batch(processor, durations, seed=args.seed, text=False)
-    names = {"audio": ("input_features", "input_features_mask"), "video": ("pixel_values_videos", "video_mask")}
-    inputs = {name: batch[name] for modality in TASK_MODALITIES[args.task] for name in names[modality]}
     rates = dict(audio_rate=min(full.config.audio_rates), video_rate=min(full.config.video_rates))
 
     def generate(model, clip_slice, beams):
+        """New tokens of the clips of `clip_slice`, their prompts prefilled once per clip (as the evaluation does)."""
+        clips = {name: value[clip_slice] for name, value in batch.items()}
+        inputs = decoding_inputs(model.config, processor, clips, args.task, len(clips["input_features"]), **rates)
         return model.generate(
-            **{name: value[clip_slice] for name, value in inputs.items()}, task=args.task, **rates,
-            num_beams=beams, do_sample=False, min_new_tokens=args.new_tokens, max_new_tokens=args.new_tokens,
-        )
+            **inputs, num_beams=beams, do_sample=False, min_new_tokens=args.new_tokens, max_new_tokens=args.new_tokens,
+            share_prompt_prefill=True,
+        )[:, inputs["input_ids"].shape[1]:]
 
     def one_at_a_time():
         for index in range(args.clips):

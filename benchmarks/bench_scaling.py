@@ -56,9 +56,12 @@ from common import (
     reset_peak_rss,
 )
 from omni_avsr import OmniAVSRForConditionalGeneration
-from omni_avsr.configuration_omni_avsr import TASK_MODALITIES, compressed_length
+from omni_avsr.configuration_omni_avsr import TASK_MODALITIES
+from omni_avsr.modeling_omni_avsr import compressed_length
+from omni_avsr.processing_omni_avsr import SequenceTokens
 from omni_avsr.media import VIDEO_FPS
 from omni_avsr.presets import BACKBONES, backbone, paper_config
+from omni_avsr.training.policy import freeze, keep_frozen_encoders_in_eval_mode
 
 
 AUDIO_FRAMES_PER_S = 50
@@ -72,8 +75,8 @@ NF4_BYTES_PER_WEIGHT = (4 + 0.127) / 8
 
 
 def task_row_length(config, task: str, media_tokens: dict, transcript_tokens: int) -> int:
-    """Tokens of one training row of `task`: the prompt laid out by the config's rule, then the transcript."""
-    prompt = config.sequence_tokens().prompt_ids(task, media_tokens.get("audio", 0), media_tokens.get("video", 0))
+    """Tokens of one training row of `task`: the prompt laid out with the config's ids, then the transcript."""
+    prompt = SequenceTokens.from_config(config).prompt_ids(task, media_tokens.get("audio", 0), media_tokens.get("video", 0))
     return len(prompt) + transcript_tokens
 
 
@@ -94,19 +97,19 @@ def encode_and_project(model, inputs: dict, seconds: float, rates: dict, grad: b
     """The training forward's media path on meta tensors: each encoder once (frozen ones without autograd), then
     `project_media` at the rate; returns each modality's projected tokens (a clip's tail shorter than the rate is
     padding after `project_media`, and is not merged into the LM rows)."""
-    inner, config = model.model, model.config
+    inner = model.model
     clips = inputs["input_features"].shape[0]
     projected = {}
-    with torch.set_grad_enabled(grad and not config.freeze_audio_encoder):
-        audio = inner.audio_encoder(inputs["input_features"].to(inner.audio_encoder.dtype))
+    with torch.set_grad_enabled(grad):
+        audio = inner.audio_tower(inputs["input_features"].to(inner.audio_tower.dtype))
     frames = round(seconds * AUDIO_FRAMES_PER_S)
     audio.last_hidden_state = audio.last_hidden_state[:, :frames]
     lengths = torch.full((clips,), frames, device="meta")
     with torch.set_grad_enabled(grad):
         tokens = compressed_length(frames, rates["audio"])
         projected["audio"] = inner.project_media("audio", audio, lengths, rates["audio"]).pooler_output[:, :tokens]
-        pixels = inputs["pixel_values_videos"].to(inner.video_encoder.dtype)
-        video = inner.video_encoder(pixels, video_mask=inputs["video_mask"], return_dict=True)
+        pixels = inputs["pixel_values_videos"].to(inner.video_tower.dtype)
+        video = inner.video_tower(pixels, video_mask=inputs["video_mask"], return_dict=True)
         lengths = torch.full((clips,), pixels.shape[1], device="meta")
         tokens = compressed_length(pixels.shape[1], rates["video"])
         projected["video"] = inner.project_media("video", video, lengths, rates["video"]).pooler_output[:, :tokens]
@@ -115,7 +118,8 @@ def encode_and_project(model, inputs: dict, seconds: float, rates: dict, grad: b
 
 def lm_rows(model, projected: dict, tasks, transcript_tokens: int) -> tuple[torch.Tensor, int]:
     """`inputs_embeds` of the one LM call of a training step: one row group per task, each row its media tokens and
-    text embeddings, right-padded to the longest row (as `_training_sequences` lays them out)."""
+    text embeddings, right-padded to the longest row (as `omni_avsr.training.matryoshka` lays them out); and the
+    positions the LM head runs on (`logits_to_keep`: from the first that predicts a transcript token)."""
     config = model.config
     clips = projected["audio"].shape[0]
     counts = {modality: value.shape[1] for modality, value in projected.items()}
@@ -131,20 +135,19 @@ def lm_rows(model, projected: dict, tasks, transcript_tokens: int) -> tuple[torc
         text_tokens = longest - sum(part.shape[1] for part in media)
         text = embed(torch.zeros(clips, text_tokens, dtype=torch.long, device="meta"))
         groups.append(torch.cat([*media, text], dim=1))
-    return torch.cat(groups), len(tasks) * transcript_tokens * clips
+    return torch.cat(groups), longest - (min(lengths.values()) - transcript_tokens) + 1
 
 
 def training_step(model, inputs: dict, seconds: float, rates: dict, transcript_tokens: int) -> None:
     """Forward + backward of one efficient-matryoshka step at one rate pair, on meta tensors."""
     tasks = model.config.tasks
     projected = encode_and_project(model, inputs, seconds, rates, grad=True)
-    inputs_embeds, targets = lm_rows(model, projected, tasks, transcript_tokens)
+    inputs_embeds, logits_to_keep = lm_rows(model, projected, tasks, transcript_tokens)
     model.model.route_adapters(tasks, inputs_embeds.shape[0])
     hidden = model.model.language_model(inputs_embeds=inputs_embeds, use_cache=False).last_hidden_state
-    # The LM head runs on target positions only (`_multitask_forward`): one per transcript token of every row.
-    target_hidden = hidden[:, -transcript_tokens - 1 : -1].reshape(-1, hidden.shape[-1])[:targets]
-    logits = model.lm_head(target_hidden).float()
-    labels = torch.zeros(targets, dtype=torch.long, device="meta")
+    # The LM head runs on the last `logits_to_keep` positions of every row, as in the training step.
+    logits = model.lm_head(hidden[:, -logits_to_keep:]).float().flatten(0, 1)
+    labels = torch.zeros(logits.shape[0], dtype=torch.long, device="meta")
     F.cross_entropy(logits, labels).backward()
 
 
@@ -187,7 +190,9 @@ def build_meta_model(config, checkpointing: bool = False) -> OmniAVSRForConditio
 
 
 def prepare_for_training(model, checkpointing: bool):
-    model = to_frozen_bf16(model).train()
+    """The paper's training policy (frozen encoders and LM, in eval mode for the encoders), bf16 frozen weights."""
+    freeze(model)
+    model = keep_frozen_encoders_in_eval_mode(to_frozen_bf16(model).train())
     if checkpointing:
         model.activation_checkpointing_enable({"use_reentrant": False})
     return model
@@ -362,10 +367,10 @@ def measure_real_step(size: str, clips: int, seconds: float, transcript_tokens: 
     config = build_config(size, processor)
     model = prepare_for_training(build_model(config), checkpointing)
     batch = cast_media(paper_batch(processor, [seconds] * clips, config, transcript_tokens - 1, 0), torch.bfloat16)
-    real_flops = count_flops(lambda: omni_step(model, batch, 4, 2))
+    real_flops = count_flops(lambda: omni_step(model, processor, batch, 4, 2))
     rss_before = current_rss_mb()
     reset_peak_rss()
-    real_memory = training_memory(model, lambda: omni_step(model, batch, 4, 2))
+    real_memory = training_memory(model, lambda: omni_step(model, processor, batch, 4, 2))
     rss_increase = (peak_rss_mb() - rss_before) * 2**20
     meta_model = build_meta_model(config, checkpointing)
     rates = {"audio": 4, "video": 2}

@@ -7,7 +7,7 @@ at one rate pair — and the prompt of one decoding call (one task, left-padded)
 - `per_row_loop`: the layout of commit 667149f, kept here as the baseline: for every task and clip, the embeddings of
   BOS, markers, the clip's valid media tokens (a host sync per row to read its length), prompt and transcript are
   concatenated, then copied row by row into a padded tensor;
-- `placeholder_merge`: the ids laid out once (`SequenceTokens`, one host sync per modality for the token counts),
+- `placeholder_merge`: the ids laid out once by the processor (one host sync per modality for the token counts),
   embedded, and each modality's tokens gathered to its placeholders in one `torch.where`.
 
 The two must give the same embeddings (checked, `max_abs_difference`). Timings are medians of `--repeats`, wall and
@@ -22,7 +22,6 @@ Prints one JSON object on stdout, then a table on stderr.
 import argparse
 
 import torch
-import torch.nn.functional as F
 
 from common import (
     add_common_arguments,
@@ -40,7 +39,8 @@ from common import (
     make_batch,
     measure,
 )
-from omni_avsr.configuration_omni_avsr import IGNORE_INDEX, TASK_MODALITIES
+from omni_avsr.configuration_omni_avsr import TASK_MODALITIES
+from omni_avsr.processing_omni_avsr import IGNORE_INDEX, pad_rows
 
 
 def per_row_loop(model, tasks, media, labels, padding_side):
@@ -81,18 +81,15 @@ def per_row_loop(model, tasks, media, labels, padding_side):
     return inputs_embeds
 
 
-def placeholder_merge(model, tasks, media, labels, padding_side):
-    """The current layout: ids once, then each modality's tokens gathered to its placeholders."""
-    if labels is not None:
-        input_ids, _ = model._training_sequences(tasks, media, labels)
-    else:
-        counts = {modality: features.token_lengths.tolist() for modality, features in media.items()}
-        input_ids, _ = model.prompt_input_ids(tasks[0], counts)
-    inputs_embeds = model.model.embed_tokens(input_ids)
+def placeholder_merge(model, processor, tasks, media, labels, padding_side):
+    """The current layout: ids laid out once by the processor, then each modality's tokens gathered to its
+    placeholders."""
+    counts = {modality: features.token_lengths.tolist() for modality, features in media.items()}
+    transcripts = None if labels is None else [[t for t in row if t != IGNORE_INDEX] for row in labels.tolist()]
+    rows = [row for task in tasks for row in processor.task_rows(task, counts, transcripts)[0]]
+    input_ids, _ = pad_rows(rows, processor.tokenizer.pad_token_id, padding_side)
     read = {modality for task in tasks for modality in TASK_MODALITIES[task]}
-    for modality in read:
-        inputs_embeds = model.model.merge_media(inputs_embeds, input_ids, modality, media[modality])
-    return inputs_embeds
+    return model.model.merge_media(model.model.embed_tokens(input_ids), input_ids, {m: media[m] for m in read})
 
 
 def main():
@@ -123,15 +120,19 @@ def main():
     with torch.no_grad():
         for name, (tasks, labels, side) in cases.items():
             baseline = per_row_loop(model, tasks, media, labels, side)
-            ours = placeholder_merge(model, tasks, media, labels, side)
+            ours = placeholder_merge(model, processor, tasks, media, labels, side)
             # The training rows of the baseline carry the batch's whole padded label block; the same tokens after.
             width = min(baseline.shape[1], ours.shape[1])
             valid = slice(None, width) if side == "right" else slice(-width, None)
             difference = float((baseline[:, valid] - ours[:, valid]).abs().max())
             timings = {}
             for _ in range(args.repeats):  # interleaved, so load changes hit both alike
-                for method, function in (("per_row_loop", per_row_loop), ("placeholder_merge", placeholder_merge)):
-                    timing = measure(lambda f=function: f(model, tasks, media, labels, side), warmup=0, repeats=1)
+                steps = {
+                    "per_row_loop": lambda: per_row_loop(model, tasks, media, labels, side),
+                    "placeholder_merge": lambda: placeholder_merge(model, processor, tasks, media, labels, side),
+                }
+                for method, step in steps.items():
+                    timing = measure(step, warmup=0, repeats=1)
                     timings.setdefault(method, []).append((timing.median_s, timing.cpu_median_s))
             medians = {
                 method: {

@@ -32,7 +32,6 @@ import statistics
 from contextlib import nullcontext
 
 import torch
-from torch.nn import functional as F
 
 from common import (
     add_common_arguments,
@@ -60,7 +59,10 @@ from common import (
     time_once,
     utilisation,
 )
-from omni_avsr.configuration_omni_avsr import IGNORE_INDEX, TASK_MODALITIES, media_inputs
+from omni_avsr.configuration_omni_avsr import TASK_MODALITIES
+from omni_avsr.processing_omni_avsr import media_inputs
+from omni_avsr.training.matryoshka import matryoshka_step, multitask_inputs, task_losses
+from omni_avsr.training.policy import keep_frozen_encoders_in_eval_mode
 
 
 VARIANTS = (
@@ -97,23 +99,20 @@ class LMCallRecorder:
 # ----- the three training patterns -----------------------------------------------------------------------------
 
 
-def omni_step(model, batch, audio_rate, video_rate):
+def omni_step(model, processor, batch, audio_rate, video_rate):
     model.zero_grad(set_to_none=True)
-    model(**batch, audio_rate=audio_rate, video_rate=video_rate).loss.backward()
+    matryoshka_step(model, processor, batch, audio_rate=audio_rate, video_rate=video_rate).loss.backward()
 
 
-def task_loss(model, task: str, media: dict, labels: torch.Tensor) -> torch.Tensor:
-    """One LM pass of one task (the model's own sequence layout, routing, and loss on target tokens only)."""
-    input_ids, packed_labels = model._training_sequences([task], media, labels)
-    features = {f"{modality}_features": value for modality, value in media.items()}
-    hidden = model.model(input_ids=input_ids, task=[task], use_cache=False, **features).last_hidden_state
-    shift_labels = packed_labels[:, 1:]
-    target_mask = shift_labels != IGNORE_INDEX
-    logits = model.get_output_embeddings()(hidden[:, :-1][target_mask]).float()
-    return F.cross_entropy(logits, shift_labels[target_mask])
+def task_loss(model, processor, batch, task: str, media: dict) -> torch.Tensor:
+    """One LM pass of one task, on media already projected (the training step's layout, routing and loss)."""
+    inputs, logits_to_keep = multitask_inputs(processor, batch, [task], {m: value.rate for m, value in media.items()})
+    embeddings = model.model.merge_media(model.model.embed_tokens(inputs["input_ids"]), inputs["input_ids"], media)
+    logits = model(inputs_embeds=embeddings, task=[task], use_cache=False, logits_to_keep=logits_to_keep).logits
+    return task_losses(logits, inputs["labels"], [task])[task]
 
 
-def passes_step(model, batch, passes: list[tuple[str, dict]]):
+def passes_step(model, processor, batch, passes: list[tuple[str, dict]]):
     """Encode once, pool and project each needed rate once, then one LM pass per (task, rates) and one backward."""
     model.zero_grad(set_to_none=True)
     frames = model.model.encode_media(**media_inputs(batch))
@@ -126,7 +125,7 @@ def passes_step(model, batch, passes: list[tuple[str, dict]]):
             if key not in projected:
                 projected[key] = model.model.project_media(modality, *frames[modality], rates[modality])
             media[modality] = projected[key]
-        loss = loss + model.config.task_weight(task) * task_loss(model, task, media, batch["labels"])
+        loss = loss + model.config.task_weight(task) * task_loss(model, processor, batch, task, media)
     loss.backward()
 
 
@@ -152,9 +151,9 @@ def task_inputs(batch: dict, task: str) -> dict:
     return {name: value for name, value in batch.items() if name in keep}
 
 
-def separate_step(models: dict, batch, audio_rate, video_rate):
+def separate_step(models: dict, processor, batch, audio_rate, video_rate):
     for task, model in models.items():
-        omni_step(model, task_inputs(batch, task), audio_rate, video_rate)
+        omni_step(model, processor, task_inputs(batch, task), audio_rate, video_rate)
 
 
 # ----- precision ------------------------------------------------------------------------------------------------
@@ -177,12 +176,12 @@ def rate_pair_order(config) -> list[tuple[int, int]]:
     return [(config.audio_rates[i], config.video_rates[j]) for i, j in pairs]
 
 
-def run_patterns(omni, separate, batch, pairs, rounds, recorders, context) -> dict:
+def run_patterns(omni, separate, processor, batch, pairs, rounds, recorders, context) -> dict:
     """Interleaved rounds (one warm-up): per pattern, step seconds, LM calls/tokens and peak RSS."""
     steps = {
-        "omni": lambda pair: omni_step(omni, batch, *pair),
-        "mtsk": lambda pair: passes_step(omni, batch, mtsk_passes(omni.config)),
-        "separate": lambda pair: separate_step(separate, batch, *pair),
+        "omni": lambda pair: omni_step(omni, processor, batch, *pair),
+        "mtsk": lambda pair: passes_step(omni, processor, batch, mtsk_passes(omni.config)),
+        "separate": lambda pair: separate_step(separate, processor, batch, *pair),
     }
     samples = {name: [] for name in steps}
     peaks = {name: 0.0 for name in steps}
@@ -225,7 +224,7 @@ def run_patterns(omni, separate, batch, pairs, rounds, recorders, context) -> di
     return results
 
 
-def variant_runner(name: str, omni, batch, pair):
+def variant_runner(name: str, omni, processor, batch, pair):
     """The model, batch and step function of one Omni speed-up variant (a modified copy of the model)."""
     model, inputs, context = omni, batch, nullcontext
     if "bf16-frozen" in name:
@@ -240,9 +239,9 @@ def variant_runner(name: str, omni, batch, pair):
     def step():
         with context():
             if name == "per-task-lm-calls":
-                passes_step(model, inputs, per_task_passes(*pair))
+                passes_step(model, processor, inputs, per_task_passes(*pair))
             else:
-                omni_step(model, inputs, *pair)
+                omni_step(model, processor, inputs, *pair)
 
     return step
 
@@ -274,16 +273,17 @@ def main():
 
     processor = build_processor(args.size)
     full_window = args.audio_window == "full"
-    omni = build_model(build_config(args.size, processor, audio_full_window=full_window), seed=args.seed).train()
+    omni = build_model(build_config(args.size, processor, audio_full_window=full_window), seed=args.seed)
+    omni = keep_frozen_encoders_in_eval_mode(omni.train())
     single_task = {
         "asr": dict(video=False, tasks=["asr"], lora_variant="S"),
         "vsr": dict(audio=False, tasks=["vsr"], lora_variant="S"),
         "avsr": dict(tasks=["avsr"], lora_variant="S"),
     }
     separate = {
-        task: build_model(
+        task: keep_frozen_encoders_in_eval_mode(build_model(
             build_config(args.size, processor, audio_full_window=full_window, **options), seed=args.seed + 1 + index
-        ).train()
+        ).train())
         for index, (task, options) in enumerate(single_task.items())
     }
     durations = clip_durations(args.clips, args.seconds, 0.4)
@@ -297,15 +297,15 @@ def main():
     }
     rss_before_steps = current_rss_mb()
     autocast = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if args.bf16_autocast else nullcontext
-    patterns = run_patterns(omni, separate, batch, pairs, args.rounds, recorders, autocast)
+    patterns = run_patterns(omni, separate, processor, batch, pairs, args.rounds, recorders, autocast)
     for recorder in [omni_recorder, *recorders["separate"]]:
         recorder.close()
 
     first_pair = pairs[0]
     flops = {
-        "omni": count_flops(lambda: omni_step(omni, batch, *first_pair)),
-        "mtsk": count_flops(lambda: passes_step(omni, batch, mtsk_passes(omni.config))),
-        "separate": count_flops(lambda: separate_step(separate, batch, *first_pair)),
+        "omni": count_flops(lambda: omni_step(omni, processor, batch, *first_pair)),
+        "mtsk": count_flops(lambda: passes_step(omni, processor, batch, mtsk_passes(omni.config))),
+        "separate": count_flops(lambda: separate_step(separate, processor, batch, *first_pair)),
     }
     for name, pattern in patterns.items():
         pattern["gflop_per_step_at_first_pair"] = round(flops[name] / 1e9, 1)
@@ -317,7 +317,7 @@ def main():
     profiles = {}
     baseline = None
     for name in variants:
-        step = variant_runner(name, omni, batch, first_pair)
+        step = variant_runner(name, omni, processor, batch, first_pair)
         threads = torch.get_num_threads()
         if name == "threads-1":
             torch.set_num_threads(1)

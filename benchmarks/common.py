@@ -24,6 +24,9 @@ from transformers import AutoTokenizer, LlamaConfig, WhisperConfig, WhisperFeatu
 
 from omni_avsr import AVHubertVideoConfig, OmniAVSRConfig, OmniAVSRForConditionalGeneration, OmniAVSRProcessor
 from omni_avsr.components import find_smollm2_gguf
+from omni_avsr.configuration_omni_avsr import TASK_MODALITIES
+from omni_avsr.processing_omni_avsr import MEDIA_INPUTS, SequenceTokens, pad_rows
+from omni_avsr.training.policy import freeze
 from omni_avsr.media import SAMPLING_RATE, VIDEO_FPS
 
 
@@ -104,9 +107,11 @@ def build_config(size: str, processor: OmniAVSRProcessor, audio: bool = True, vi
 
 
 def build_model(config: OmniAVSRConfig, seed: int = 0) -> OmniAVSRForConditionalGeneration:
-    """A random-init model whose LoRA B matrices are non-zero, so adapters cost what trained ones do."""
+    """A random-init model under the paper's training policy (`omni_avsr.training.policy.freeze`) whose LoRA B
+    matrices are non-zero, so adapters cost what trained ones do."""
     torch.manual_seed(seed)
     model = OmniAVSRForConditionalGeneration(config)
+    freeze(model)
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, param in model.named_parameters():
@@ -214,6 +219,17 @@ def make_batch(processor: OmniAVSRProcessor, durations: list[float], seed: int =
     transcripts = [TRANSCRIPTS[index % len(TRANSCRIPTS)] for index in range(len(durations))] if text else None
     features = processor(audio=audio, videos=videos, text=transcripts, sampling_rate=SAMPLING_RATE, return_tensors="pt")
     return dict(features)
+
+
+def decoding_inputs(config, processor: OmniAVSRProcessor, batch: dict, task: str, clips: int, **rates) -> dict:
+    """`generate`'s inputs for the first `clips` clips of a processed batch: the media `task` reads and its prompt at
+    `rates` (`audio_rate=`, `video_rate=`), laid out with the ids of `config` (the paper presets have stand-in ids and
+    no tokenizer)."""
+    media = {name: batch[name][:clips] for modality in TASK_MODALITIES[task] for name in MEDIA_INPUTS[modality]}
+    rates = {name: rate for name, rate in rates.items() if rate is not None and name[: -len("_rate")] in TASK_MODALITIES[task]}
+    rows = SequenceTokens.from_config(config).batch_prompt_ids(task, processor.media_token_counts(media, **rates))
+    input_ids, attention_mask = pad_rows(rows, config.pad_token_id, "left")
+    return {**media, "input_ids": input_ids, "attention_mask": attention_mask, "task": task, **rates}
 
 
 def describe_batch(batch: dict, durations: list[float]) -> dict:

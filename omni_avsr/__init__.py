@@ -11,13 +11,14 @@ from .configuration_avhubert import AVHubertVideoConfig
 from .configuration_omni_avsr import TASKS, OmniAVSRConfig
 from .media import Clip, load_audio, load_clip
 from .modeling_avhubert import AVHubertForCTC, AVHubertVideoModel
-from .modeling_omni_avsr import OmniAVSRForConditionalGeneration, OmniAVSROutput
+from .modeling_omni_avsr import OmniAVSRForConditionalGeneration, OmniAVSRModel
 from .pipeline_omni_avsr import (
     AudioVisualSpeechRecognitionPipeline,
     OmniAVSRSpeechRecognitionPipeline,
     register_pipelines,
 )
 from .processing_omni_avsr import OmniAVSRProcessor
+from .training.matryoshka import OmniAVSROutput
 
 
 AutoConfig.register("avhubert_video", AVHubertVideoConfig, exist_ok=True)
@@ -43,6 +44,7 @@ __all__ = [
     "AVHubertVideoModel",
     "OmniAVSRConfig",
     "OmniAVSRForConditionalGeneration",
+    "OmniAVSRModel",
     "OmniAVSROutput",
     "OmniAVSRProcessor",
     "OmniAVSRSpeechRecognitionPipeline",

@@ -1,25 +1,23 @@
 """Configuration of Omni-AVSR: one audio-visual LLM for ASR, VSR and AVSR at elastic compression rates.
 
-Besides the config class, this module holds the rules that the processor, the model, the pipelines and the command
-line all apply: what a task and a rate are and their defaults, how many LM tokens a clip gets at a rate, and how a
-task's token sequence is laid out. Each is written once here.
+Besides the config class, this module names what the config's fields refer to: the tasks and the media each reads,
+the markers and placeholders whose ids it stores, and the rules a requested task or rate follows (the processor, the
+model, the pipelines and the command line all call them). Plain Python only: the sequence layout lives in the
+processor, the length formulas in the model.
 """
 
-from dataclasses import dataclass, field
+import operator
 
-import numpy as np
-import torch
 from huggingface_hub.dataclasses import strict
 from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
+from transformers.utils import logging
 
 from .configuration_avhubert import AVHubertVideoConfig
 
 
 TASKS = ("asr", "vsr", "avsr")
 TASK_MODALITIES = {"asr": ("audio",), "vsr": ("video",), "avsr": ("audio", "video")}
-# The tensors each modality reaches the model as (the processor's output names).
-MEDIA_INPUTS = {"audio": ("input_features", "input_features_mask"), "video": ("pixel_values_videos", "video_mask")}
 LORA_VARIANTS = ("S", "T", "ST")
 DEFAULT_TASK_PROMPTS = {
     "asr": "Transcribe speech to text.",
@@ -32,14 +30,8 @@ MARKER_TOKENS = ("<audio>", "</audio>", "<video>", "</video>")
 AUDIO_PLACEHOLDER = "<|AUDIO|>"
 VIDEO_PLACEHOLDER = "<|VIDEO|>"
 PLACEHOLDER_TOKENS = (AUDIO_PLACEHOLDER, VIDEO_PLACEHOLDER)
-IGNORE_INDEX = -100
 
-
-def media_inputs(inputs) -> dict:
-    """The media tensors of a batch (processor output or dict), by name."""
-    return {name: inputs[name] for names in MEDIA_INPUTS.values() for name in names if name in inputs}
-# The official code never keeps fewer than 25 Whisper frames (0.5 s), even for shorter clips.
-MIN_AUDIO_FRAMES = 25
+logger = logging.get_logger(__name__)
 
 
 def check_task(task, tasks) -> str:
@@ -63,48 +55,46 @@ def default_task(available_modalities, tasks, source: str = "the input") -> str:
 
 
 def check_rate(modality: str, rate, rates) -> int:
-    """`rate` as an int if it is one of `rates`; `None` gives the finest (smallest) rate, whatever their order."""
+    """`rate` as an int if it is one of `rates`; `None` gives the finest (smallest) rate, whatever their order.
+
+    Integers of any kind count (numpy's, a one-element integer tensor): `operator.index` takes them and refuses
+    floats and strings."""
     if rate is None:
         return min(rates)
-    if isinstance(rate, torch.Tensor) and rate.numel() == 1 and not rate.is_floating_point():
-        rate = int(rate)
-    if isinstance(rate, bool) or not isinstance(rate, int) and not hasattr(rate, "__index__"):
+    try:
+        value = operator.index(rate)
+    except TypeError:
+        value = None
+    if isinstance(rate, bool) or value is None:
         raise ValueError(f"{modality}_rate must be an integer, one of {sorted(rates)}; got {rate!r}.")
-    if int(rate) not in rates:
+    if value not in rates:
         raise ValueError(
             f"{modality}_rate={rate} is not one of this model's {modality} rates "
             f"({', '.join(str(choice) for choice in sorted(rates))}): the rates it was trained with."
         )
-    return int(rate)
+    return value
 
 
-def check_finite(name: str, values) -> None:
-    """Refuse NaN or ±inf in `values` (a numpy array or a tensor): they pass through every layer and come out as an
-    empty or garbage transcript, with no error."""
-    finite = torch.isfinite(values) if isinstance(values, torch.Tensor) else np.isfinite(values)
-    if not finite.all():
-        bad, total = int((~finite).sum()), int(np.prod(finite.shape))
-        raise ValueError(f"{name} holds {bad} NaN or infinite value(s) of {total}; expected finite numbers.")
-
-
-def compressed_length(num_frames, rate: int):
-    """Tokens left of `num_frames` encoder frames compressed by `rate` (ints or tensors).
-
-    A tail shorter than the rate is dropped, as the official code's average pooling does, except that a clip
-    shorter than one window still gives one token.
-    """
-    return num_frames // rate + (num_frames < rate)
-
-
-def kept_mel_frames(num_mel_frames: torch.Tensor, max_mel_frames: int) -> torch.Tensor:
-    """Log-mel frames of a clip that the audio path keeps: at least `MIN_AUDIO_FRAMES` encoder frames' worth (a
-    shorter clip keeps some of the silence after it, as the official code), at most the Whisper window."""
-    return num_mel_frames.clamp(min=2 * MIN_AUDIO_FRAMES, max=max_mel_frames)
-
-
-def audio_encoder_frames(num_mel_frames: torch.Tensor, max_mel_frames: int) -> torch.Tensor:
-    """Whisper frames kept for a clip of `num_mel_frames` log-mel frames: Whisper's convolutions halve them."""
-    return kept_mel_frames(num_mel_frames, max_mel_frames) // 2
+def sequence_token_ids(tokenizer, task_prompts: dict[str, str]) -> dict:
+    """The ids of the markers, placeholders and task prompts in `tokenizer` (one that has them:
+    `OmniAVSRProcessor.prepare_tokenizer`), and the BOS id when the tokenizer starts its sequences with it."""
+    ids = {}
+    for name, token in zip(
+        ("audio_start", "audio_end", "video_start", "video_end", "audio_placeholder", "video_placeholder"),
+        (*MARKER_TOKENS, *PLACEHOLDER_TOKENS),
+    ):
+        token_id = tokenizer.convert_tokens_to_ids(token)
+        if token_id is None or token_id == tokenizer.unk_token_id:
+            raise ValueError(
+                f"The tokenizer has no {token!r} token; expected the Omni-AVSR markers {', '.join(MARKER_TOKENS)} "
+                f"and placeholders {', '.join(PLACEHOLDER_TOKENS)}. Add them with "
+                "OmniAVSRProcessor.prepare_tokenizer(tokenizer)."
+            )
+        ids[name] = token_id
+    # Start with BOS only where the LM's own tokenizer does (Llama 3: yes; Qwen2, SmolLM2: no).
+    adds_bos = tokenizer.bos_token_id is not None and tokenizer("a")["input_ids"][:1] == [tokenizer.bos_token_id]
+    prompts = {task: tokenizer(prompt, add_special_tokens=False)["input_ids"] for task, prompt in task_prompts.items()}
+    return {**ids, "bos": tokenizer.bos_token_id if adds_bos else None, "prompts": prompts}
 
 
 def text_vocabulary_size(tokenizer) -> int:
@@ -117,82 +107,11 @@ def text_vocabulary_size(tokenizer) -> int:
     return size
 
 
-def pad_rows(rows: list[list[int]], value: int, side: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Token id lists padded with `value` on `side` into one (rows, longest) tensor, and its attention mask."""
-    length = max(len(row) for row in rows)
-    ids = torch.full((len(rows), length), value, dtype=torch.long)
-    mask = torch.zeros((len(rows), length), dtype=torch.long)
-    for index, row in enumerate(rows):
-        span = slice(0, len(row)) if side == "right" else slice(length - len(row), length)
-        ids[index, span] = torch.tensor(row, dtype=torch.long)
-        mask[index, span] = 1
-    return ids, mask
-
-
-@dataclass
-class SequenceTokens:
-    """The token ids an Omni-AVSR sequence is made of, and its layout (written once: the processor expands
-    placeholders with it, the model lays out its training rows with it).
-
-    A task's sequence: `[BOS] <audio> A… </audio> <video> V… </video> PROMPT` (ASR drops the video block, VSR the
-    audio block; LMs without BOS, like Qwen2, start at the first marker), where A and V are placeholder tokens, one
-    per media token.
-    """
-
-    audio_start: int | None
-    audio_end: int | None
-    video_start: int | None
-    video_end: int | None
-    audio_placeholder: int | None
-    video_placeholder: int | None
-    bos: int | None
-    prompts: dict[str, list[int]] = field(default_factory=dict)
-
-    @classmethod
-    def from_tokenizer(cls, tokenizer, task_prompts: dict[str, str]) -> "SequenceTokens":
-        """Read the ids from a tokenizer that has the markers and placeholders (`OmniAVSRProcessor.prepare_tokenizer`)."""
-        ids = {}
-        for name, token in zip(
-            ("audio_start", "audio_end", "video_start", "video_end", "audio_placeholder", "video_placeholder"),
-            (*MARKER_TOKENS, *PLACEHOLDER_TOKENS),
-        ):
-            token_id = tokenizer.convert_tokens_to_ids(token)
-            if token_id is None or token_id == tokenizer.unk_token_id:
-                raise ValueError(
-                    f"The tokenizer has no {token!r} token; expected the Omni-AVSR markers {', '.join(MARKER_TOKENS)} "
-                    f"and placeholders {', '.join(PLACEHOLDER_TOKENS)}. Add them with "
-                    "OmniAVSRProcessor.prepare_tokenizer(tokenizer)."
-                )
-            ids[name] = token_id
-        # Start with BOS only where the LM's own tokenizer does (Llama 3: yes; Qwen2, SmolLM2: no).
-        adds_bos = tokenizer.bos_token_id is not None and tokenizer("a")["input_ids"][:1] == [tokenizer.bos_token_id]
-        prompts = {task: tokenizer(prompt, add_special_tokens=False)["input_ids"] for task, prompt in task_prompts.items()}
-        return cls(**ids, bos=tokenizer.bos_token_id if adds_bos else None, prompts=prompts)
-
-    def prompt_ids(
-        self, task: str, num_audio_tokens: int = 0, num_video_tokens: int = 0, prompt: list[int] | None = None
-    ) -> list[int]:
-        """The ids the LM reads before the transcript; `prompt` (ids) replaces the task's instruction."""
-        ids = [] if self.bos is None else [self.bos]
-        modalities = TASK_MODALITIES[task]
-        if "audio" in modalities:
-            ids += [self.audio_start] + [self.audio_placeholder] * num_audio_tokens + [self.audio_end]
-        if "video" in modalities:
-            ids += [self.video_start] + [self.video_placeholder] * num_video_tokens + [self.video_end]
-        return ids + list(self.prompts[task] if prompt is None else prompt)
-
-    def batch_prompt_ids(self, task: str, token_counts: dict[str, list[int]], prompts=None) -> list[list[int]]:
-        """`prompt_ids` of every clip of a batch, from each modality's tokens per clip (`{"audio": [...], ...}`)."""
-        batch_size = len(next(iter(token_counts.values())))
-        return [
-            self.prompt_ids(
-                task,
-                num_audio_tokens=token_counts["audio"][index] if "audio" in TASK_MODALITIES[task] else 0,
-                num_video_tokens=token_counts["video"][index] if "video" in TASK_MODALITIES[task] else 0,
-                prompt=None if prompts is None else prompts[index],
-            )
-            for index in range(batch_size)
-        ]
+# Keys that older config.json files hold and that are training policy now, set by the training arguments of the same
+# name (`OmniAVSRTrainingArguments`): read and left out, with a note.
+TRAINING_POLICY_KEYS = (
+    "train_padding", "freeze_audio_encoder", "freeze_video_encoder", "freeze_language_model", "lora_dropout",
+)
 
 
 @strict
@@ -226,7 +145,6 @@ class OmniAVSRConfig(PreTrainedConfig):
             adapter per task, `"ST"` both, their deltas summed.
         lora_rank (`int`, defaults to 64): LoRA bottleneck (peft `r`).
         lora_alpha (`float`, defaults to 8): peft `lora_alpha`; the delta is scaled by `lora_alpha / lora_rank`.
-        lora_dropout (`float`, defaults to 0.0): dropout on the LoRA input.
         lora_target_modules (`list[str]`, defaults to `["q_proj", "v_proj"]`): LM modules that get Omni-LoRA.
         video_lora_rank (`int`, defaults to 64): LoRA bottleneck on the video encoder's Q and V; 0 disables it.
         video_lora_alpha (`float`, defaults to 128): its peft `lora_alpha` (scale 2 with rank 64).
@@ -240,21 +158,17 @@ class OmniAVSRConfig(PreTrainedConfig):
             the `<audio>`, `</audio>`, `<video>`, `</video>` markers.
         audio_token_id, video_token_id (`int`, *optional*): ids of the `<|AUDIO|>` / `<|VIDEO|>` placeholders that the
             processor repeats once per media token and the model replaces by the projected media features. They may
-            lie past the LM's vocabulary (the placeholders are never embedded nor predicted).
+            lie past the LM's vocabulary (converted and assembled models: the placeholders are never predicted); with
+            embedding rows, `inputs_embeds` can carry them too.
         bos_token_id (`int`, *optional*): id that starts every sequence (Llama); `None` for LMs without one (Qwen2).
         eos_token_id (`int`, *optional*): id that ends a transcript.
         pad_token_id (`int`, *optional*): id used to pad text.
-        freeze_audio_encoder, freeze_video_encoder, freeze_language_model (`bool`, default `True`): frozen parts keep
-            their weights (LoRA and projectors always train). Frozen encoders also stay in eval mode in training.
-        train_padding (`str`, defaults to `"masked"`): how the training forward treats a padded batch. `"masked"`: each
-            clip keeps its own length (padded frames are masked in the video encoder and dropped before the LM), so
-            a clip's loss does not depend on its batch-mates. `"official"`: the official implementation's batching,
-            for reproducing its numbers: padded video frames are attended and every clip gets as many audio/video
-            tokens as the longest clip (audio cut at `max(longest, 0.5 s)`). Generation always uses `"masked"`.
         audio_full_window (`bool`, defaults to `True`): run the Whisper encoder on its full 30 s window, as Whisper
             was trained and the official code does. `False` encodes only up to the longest clip of the batch (with
             masking, so results do not depend on batch-mates): much faster for short clips, but the encoder output
-            changes (see `benchmarks/bench_inference.py` for the measured speed-up and difference).
+            changes (see `benchmarks/bench_inference.py` for the measured speed-up and difference). It is part of the
+            model, not an inference switch: the projectors and adapters learnt the features of one window, so a
+            checkpoint is decoded with the window it was trained with.
         initializer_range (`float`, defaults to 0.02): std of the projector initialiser.
 
     Example:
@@ -292,7 +206,6 @@ class OmniAVSRConfig(PreTrainedConfig):
     lora_variant: str = "ST"
     lora_rank: int = 64
     lora_alpha: float | int = 8
-    lora_dropout: float | int = 0.0
     lora_target_modules: list[str] | tuple[str, ...] = ("q_proj", "v_proj")
     video_lora_rank: int = 64
     video_lora_alpha: float | int = 128
@@ -309,15 +222,16 @@ class OmniAVSRConfig(PreTrainedConfig):
     bos_token_id: int | None = None
     eos_token_id: int | None = None
     pad_token_id: int | None = None
-    freeze_audio_encoder: bool = True
-    freeze_video_encoder: bool = True
-    freeze_language_model: bool = True
-    train_padding: str = "masked"
     audio_full_window: bool = True
     initializer_range: float = 0.02
     tie_word_embeddings: bool = False
 
     def __post_init__(self, **kwargs):
+        for name in sorted(set(kwargs) & set(TRAINING_POLICY_KEYS)):
+            logger.info(
+                f"OmniAVSRConfig: {name}={kwargs.pop(name)!r} in an older config.json is training policy now, not the "
+                f"model's: the training scripts' --{name} sets it."
+            )
         self.audio_rates = [int(rate) for rate in self.audio_rates]
         self.video_rates = [int(rate) for rate in self.video_rates]
         self.lora_target_modules = list(self.lora_target_modules)
@@ -396,20 +310,6 @@ class OmniAVSRConfig(PreTrainedConfig):
                     "(config.set_token_ids(tokenizer) with that tokenizer)."
                 )
 
-    def sequence_tokens(self) -> SequenceTokens:
-        """The ids of this model's sequences (set by `set_token_ids`)."""
-        self.check_token_ids()
-        return SequenceTokens(
-            audio_start=self.audio_start_token_id,
-            audio_end=self.audio_end_token_id,
-            video_start=self.video_start_token_id,
-            video_end=self.video_end_token_id,
-            audio_placeholder=self.audio_token_id,
-            video_placeholder=self.video_token_id,
-            bos=self.bos_token_id,
-            prompts={task: list(ids) for task, ids in self.prompt_token_ids.items()},
-        )
-
     def set_token_ids(self, tokenizer) -> None:
         """Read the marker, placeholder, BOS/EOS/pad and prompt token ids from a tokenizer that already has the
         markers and placeholders.
@@ -417,18 +317,18 @@ class OmniAVSRConfig(PreTrainedConfig):
         Use [`OmniAVSRProcessor`] (or `OmniAVSRProcessor.prepare_tokenizer`) to add `<audio>`, `</audio>`,
         `<video>`, `</video>`, `<|AUDIO|>`, `<|VIDEO|>` and a pad token to an LM tokenizer first.
         """
-        tokens = SequenceTokens.from_tokenizer(tokenizer, self.task_prompts)
+        ids = sequence_token_ids(tokenizer, self.task_prompts)
         if tokenizer.pad_token_id is None:
             raise ValueError("The tokenizer has no pad token; add one with OmniAVSRProcessor.prepare_tokenizer(tokenizer).")
         if tokenizer.eos_token_id is None:
             raise ValueError("The tokenizer has no EOS token; Omni-AVSR needs one to end transcripts.")
-        self.audio_start_token_id, self.audio_end_token_id = tokens.audio_start, tokens.audio_end
-        self.video_start_token_id, self.video_end_token_id = tokens.video_start, tokens.video_end
-        self.audio_token_id, self.video_token_id = tokens.audio_placeholder, tokens.video_placeholder
+        self.audio_start_token_id, self.audio_end_token_id = ids["audio_start"], ids["audio_end"]
+        self.video_start_token_id, self.video_end_token_id = ids["video_start"], ids["video_end"]
+        self.audio_token_id, self.video_token_id = ids["audio_placeholder"], ids["video_placeholder"]
         self.pad_token_id = tokenizer.pad_token_id
         self.eos_token_id = tokenizer.eos_token_id
-        self.bos_token_id = tokens.bos
-        self.prompt_token_ids = tokens.prompts
+        self.bos_token_id = ids["bos"]
+        self.prompt_token_ids = ids["prompts"]
 
     def validate_architecture(self):
         """Part of `@strict`-powered validation: reject settings the model cannot build."""
@@ -438,8 +338,6 @@ class OmniAVSRConfig(PreTrainedConfig):
             raise ValueError("compression='stack' needs projector_per_rate=True: the projector input grows with the rate.")
         if self.lora_variant not in LORA_VARIANTS:
             raise ValueError(f"lora_variant must be one of {LORA_VARIANTS}, got {self.lora_variant!r}.")
-        if self.train_padding not in ("masked", "official"):
-            raise ValueError(f"train_padding must be 'masked' or 'official', got {self.train_padding!r}.")
         if len(self.task_weights) != len(TASKS):
             raise ValueError(f"task_weights needs one weight per task {TASKS}, got {list(self.task_weights)}.")
         for modality in ("audio", "video"):
@@ -454,4 +352,4 @@ class OmniAVSRConfig(PreTrainedConfig):
                 raise ValueError(f"Task {task!r} cannot be trained: this config has no {' or '.join(missing)} encoder.")
 
 
-__all__ = ["OmniAVSRConfig", "SequenceTokens"]
+__all__ = ["OmniAVSRConfig"]

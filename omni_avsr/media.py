@@ -19,14 +19,16 @@ import soxr
 SAMPLING_RATE = 16000
 VIDEO_FPS = 25.0
 SAMPLES_PER_FRAME = 640  # SAMPLING_RATE / VIDEO_FPS: one video frame spans 640 audio samples
+MOUTH_CROP_SIZE = 88
+"""The side of the square lip crop the video encoder reads: the processor's centre crop and training's random crop."""
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".m4a")
 MAX_DURATION_MISMATCH_S = 1.0
 MAX_MOUTH_CROP_SIDE = 128
 MAX_FACE_FRAME_SIDE = 1920
 """Face video to be cropped is decoded at most this large (full HD): larger frames are shrunk while decoding, by the
 smallest whole factor that brings their longest side to it, so that a 4K clip does not need 4 times the memory of a
-1080p one (30 s of 4K in RGB is 18.7 GB). The mouth crops keep nothing a 1080p frame lacks: the model reads 88×88
-crops, made from LRS3's 224×224 face tracks."""
+1080p one (30 s of 4K in RGB is 18.7 GB). The mouth crops keep nothing a 1080p frame lacks: the model reads
+`MOUTH_CROP_SIZE` crops, made from LRS3's 224×224 face tracks."""
 CROP_EXTRA = "pip install 'omni-avsr[crop]'"
 MAX_CLIP_SECONDS = 30.0
 """The longest clip Omni-AVSR transcribes: the Whisper encoder's window (480,000 samples at 16 kHz). Video-only clips
@@ -39,8 +41,9 @@ sample, one frame) is a mistake, not a clip, and the model would still write a t
 # the decoded length is then checked exactly.
 _DURATION_METADATA_SLACK_S = 1.0
 
-# ITU-R 601-2 luma weights, the ones torchvision's Grayscale applies in the reference pipeline.
-_LUMA_WEIGHTS = np.array([0.2989, 0.587, 0.114], dtype=np.float32)
+# ITU-R 601-2 luma weights, the ones torchvision's Grayscale applies in the reference pipeline: frames read from a
+# file and RGB frames given to the processor become grayscale with the same weights.
+LUMA_WEIGHTS = np.array([0.2989, 0.587, 0.114], dtype=np.float32)
 
 
 @dataclass
@@ -160,6 +163,15 @@ def check_media_file(path: str) -> None:
         raise IsADirectoryError(f"{path} is a folder; expected a media file (.mp4, .wav, ...).")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"Media file not found: {path}")
+
+
+def check_min_duration(name: str, seconds: float, length: str) -> None:
+    """Refuse a clip shorter than `MIN_CLIP_SECONDS` (`length` says how long it is, in its own units)."""
+    if seconds < MIN_CLIP_SECONDS:
+        raise ValueError(
+            f"{name} lasts {seconds:.3g} s ({length}); expected a clip of at least {MIN_CLIP_SECONDS:g} s: nothing "
+            "shorter holds a word."
+        )
 
 
 def check_clip_duration(name: str, seconds: float, max_seconds: float = MAX_CLIP_SECONDS) -> None:
@@ -319,9 +331,9 @@ class _ClipTooLong(ValueError):
 def _to_grayscale(frames: np.ndarray) -> np.ndarray:
     # Element-wise rather than `frames @ weights`: a matmul runs on BLAS threads, which oversubscribe the CPUs
     # when every DataLoader worker decodes at once.
-    luma = frames[..., 0] * _LUMA_WEIGHTS[0]
-    luma += frames[..., 1] * _LUMA_WEIGHTS[1]
-    luma += frames[..., 2] * _LUMA_WEIGHTS[2]
+    luma = frames[..., 0] * LUMA_WEIGHTS[0]
+    luma += frames[..., 1] * LUMA_WEIGHTS[1]
+    luma += frames[..., 2] * LUMA_WEIGHTS[2]
     return np.rint(luma, out=luma).astype(np.uint8)
 
 

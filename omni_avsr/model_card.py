@@ -4,7 +4,8 @@
 
 Everything the card states about the checkpoint comes from its own files: the variant, tasks, rates, components
 (names where the checkpoint records them, else their architecture and size), Omni-LoRA settings and parameter counts
-from `config.json`, the decoding defaults from `generation_config.json`, the training steps from `trainer_state.json`.
+from `config.json`, what trained from `training_args.json`, the decoding defaults from `generation_config.json`, the
+training steps from `trainer_state.json`.
 The results come from the evaluation's `results.json`: a list of rows `{"task", "audio_rate", "video_rate",
 "snr_db", "wer", "num_words", "measured_on"}` (`null` where a field does not apply, `snr_db: null` for clean audio),
 where `measured_on` records the corpus, split, clips and decoding settings (see
@@ -15,6 +16,7 @@ results. The template (`model_cards/Omni-AVSR-<variant>.md`) adds the paper's ow
 """
 
 import argparse
+import dataclasses
 import json
 import os
 import re
@@ -27,7 +29,11 @@ from transformers import GenerationConfig
 
 from .command_line import EXPECTED_ERRORS, check_output_file, report_error, write_text_atomically
 from .configuration_omni_avsr import TASK_MODALITIES, TASKS, OmniAVSRConfig
-from .modeling_omni_avsr import OmniAVSRForConditionalGeneration
+from .media import MOUTH_CROP_SIZE, VIDEO_FPS
+from .modeling_omni_avsr import AUDIO_FRAMES_PER_SECOND, OmniAVSRForConditionalGeneration
+from .training.arguments import OmniAVSRTrainingArguments
+from .training.policy import freeze
+from .training.trainer import TRAINING_ARGS_FILE
 
 
 PROG = "python -m omni_avsr.model_card"
@@ -106,20 +112,35 @@ def describe_checkpoint(model_dir: str | Path) -> dict:
             f"--model {model_dir} has no {' or '.join(missing)} encoder; the Omni-AVSR card templates describe "
             "audio-visual checkpoints (audio and video encoders)."
         )
+    policy = training_policy(model_dir)
     with torch.device("meta"):
         model = OmniAVSRForConditionalGeneration(config)
-    model.apply_freezing()
+    freeze(model, policy["freeze_audio_encoder"], policy["freeze_video_encoder"], policy["freeze_language_model"])
     state_file = model_dir / "trainer_state.json"
     state = json.loads(state_file.read_text(encoding="utf-8")) if state_file.is_file() else None
     generation_file = model_dir / "generation_config.json"
     generation = GenerationConfig.from_pretrained(model_dir) if generation_file.is_file() else None
     return {
         "config": config,
+        "policy": policy,
         "parameters": sum(parameter.numel() for parameter in model.parameters()),
         "trainable_parameters": sum(parameter.numel() for parameter in model.parameters() if parameter.requires_grad),
         "generation": generation,
         "training_state": state,
     }
+
+
+def training_policy(model_dir: Path) -> dict[str, bool]:
+    """What the training run froze (`--freeze_*`): from the `training_args.json` the training script saves, else
+    from the keys an older config.json held, else the paper's policy (the training arguments' defaults, and how the
+    official checkpoints were trained)."""
+    recorded = {}
+    for name in (TRAINING_ARGS_FILE, "config.json"):
+        if (model_dir / name).is_file():
+            recorded = {**json.loads((model_dir / name).read_text(encoding="utf-8")), **recorded}
+    defaults = {field.name: field.default for field in dataclasses.fields(OmniAVSRTrainingArguments)}
+    names = ("freeze_audio_encoder", "freeze_video_encoder", "freeze_language_model")
+    return {name: bool(recorded.get(name, defaults[name])) for name in names}
 
 
 def render_model_card(
@@ -277,7 +298,7 @@ def _frozen(frozen: bool) -> str:
 
 
 def _components_table(checkpoint: dict) -> str:
-    config = checkpoint["config"]
+    config, policy = checkpoint["config"], checkpoint["policy"]
     video_lora = (
         f", LoRA rank {config.video_lora_rank} on its attention" if config.video_lora_rank else ", no LoRA"
     )
@@ -285,15 +306,15 @@ def _components_table(checkpoint: dict) -> str:
     projectors = "per modality and rate" if config.projector_per_rate else "per modality (shared by its rates)"
     scale = config.lora_alpha / config.lora_rank
     rows = [
-        ("audio encoder", f"{_architecture(config.audio_config)}, {_frozen(config.freeze_audio_encoder)}, 50 frames/s; "
-         f"{_source(config.audio_config)}"),
-        ("video encoder", f"{_architecture(config.video_config)}, {_frozen(config.freeze_video_encoder)}{video_lora}; "
-         f"25 fps grayscale 88×88 mouth crops; {_source(config.video_config)}"),
+        ("audio encoder", f"{_architecture(config.audio_config)}, {_frozen(policy['freeze_audio_encoder'])}, "
+         f"{AUDIO_FRAMES_PER_SECOND} frames/s; {_source(config.audio_config)}"),
+        ("video encoder", f"{_architecture(config.video_config)}, {_frozen(policy['freeze_video_encoder'])}{video_lora}; "
+         f"{VIDEO_FPS:g} fps grayscale {MOUTH_CROP_SIZE}×{MOUTH_CROP_SIZE} mouth crops; {_source(config.video_config)}"),
         ("compression", f"{compression} over time: audio rate {_or(config.audio_rates)}, video rate "
          f"{_or(config.video_rates)}"),
         ("projectors", f"one 2-layer MLP ({config.projector_hidden_size} wide) {projectors}, into the language "
          "model's embeddings"),
-        ("language model", f"{_architecture(config.text_config)}, {_frozen(config.freeze_language_model)}, with "
+        ("language model", f"{_architecture(config.text_config)}, {_frozen(policy['freeze_language_model'])}, with "
          f"Omni-LoRA ({config.lora_variant}, rank {config.lora_rank}, scale {scale:g}) on "
          f"{', '.join(config.lora_target_modules)}; {_source(config.text_config)}"),
         ("parameters", f"{_millions(checkpoint['parameters'])} in all, {_millions(checkpoint['trainable_parameters'])} "

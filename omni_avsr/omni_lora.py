@@ -48,18 +48,25 @@ def add_lora_adapters(
     rank: int,
     alpha: float,
     target_modules: list[str],
-    dropout: float = 0.0,
     routed: bool = False,
 ) -> None:
     """Inject one peft LoRA adapter per name into `module` (routable `OmniLoraLinear` layers when `routed`)."""
     for name in adapter_names:
-        lora_config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=list(target_modules))
+        lora_config = LoraConfig(r=rank, lora_alpha=alpha, target_modules=list(target_modules))
         if routed:
             lora_config._register_custom_module({nn.Linear: OmniLoraLinear})
         with warnings.catch_warnings():
             # Several adapters in one module is what Omni-LoRA is; peft warns about it on every extra adapter.
             warnings.filterwarnings("ignore", message="Already found a `peft_config` attribute")
             inject_adapter_in_model(lora_config, module, adapter_name=name)
+
+
+def set_lora_dropout(module: nn.Module, probability: float) -> None:
+    """Dropout on the input of every LoRA adapter under `module` (peft builds it as `lora_dropout` at injection; it
+    holds no weights, so a training run sets it without touching checkpoints)."""
+    for layer in lora_layers(module):
+        for name in layer.lora_dropout:
+            layer.lora_dropout[name] = nn.Dropout(probability) if probability > 0 else nn.Identity()
 
 
 def lora_layers(module: nn.Module) -> list[BaseTunerLayer]:

@@ -17,7 +17,9 @@ from transformers.dynamic_module_utils import custom_object_save
 from transformers.pipelines import PIPELINE_REGISTRY, AutomaticSpeechRecognitionPipeline
 from transformers.pipelines.base import ChunkPipeline
 
+from .checkpoint_weights import check_checkpoint_weights
 from .configuration_omni_avsr import TASK_MODALITIES
+from .input_checks import check_task_media
 from .long_form import array_segments, file_seconds, file_segments, is_long, merge_chunks, segment_seconds
 from .media import (
     AUDIO_EXTENSIONS,
@@ -110,7 +112,7 @@ class AudioVisualSpeechRecognitionPipeline(AutomaticSpeechRecognitionPipeline):
             )
         # A folder whose config does not describe its weights would transcribe with random ones, and a processor that
         # is not the model's would pick rates and tasks the model refuses.
-        model.check_weights_loaded()
+        check_checkpoint_weights(model)
         processor.check_model(model.config, model.name_or_path or type(model).__name__)
         # The processor holds the tokenizer and the feature extractor `pipeline()` may also have loaded.
         kwargs.pop("tokenizer", None)
@@ -196,7 +198,7 @@ class AudioVisualSpeechRecognitionPipeline(AutomaticSpeechRecognitionPipeline):
     def _read_file(self, path: str, task: str | None, timestamps, chunk_length_s, done) -> Iterator[dict]:
         available = media_in_file(path)
         task = task or self._default_task(available, path)
-        self._check_modalities(task, available, path)
+        check_task_media(task, available, path)
         needs = TASK_MODALITIES[task]
         if timestamps or chunk_length_s is not None or is_long(file_seconds(path, available)):
             max_seconds = segment_seconds(chunk_length_s, self.processor.segment_seconds)
@@ -220,7 +222,7 @@ class AudioVisualSpeechRecognitionPipeline(AutomaticSpeechRecognitionPipeline):
             )
         available = {name for name, value in (("audio", audio), ("video", frames)) if value is not None}
         task = task or self._default_task(available, "the input dict")
-        self._check_modalities(task, available, "the input dict")
+        check_task_media(task, available, "the input dict")
         needs = TASK_MODALITIES[task]
         audio = _as_numpy(audio) if "audio" in needs else None
         frames = _as_numpy(frames) if "video" in needs else None
@@ -271,16 +273,6 @@ class AudioVisualSpeechRecognitionPipeline(AutomaticSpeechRecognitionPipeline):
         if item["audio"] is not None:
             self.processor.prepare_audio(item["audio"], SAMPLING_RATE, name=name)
         return item
-
-    @staticmethod
-    def _check_modalities(task: str, available: set[str], source: str) -> None:
-        missing = [modality for modality in TASK_MODALITIES[task] if modality not in available]
-        if missing:
-            kind = {"audio": "audio", "video": "lip video"}
-            raise ValueError(
-                f"task={task!r} needs {' and '.join(kind[m] for m in TASK_MODALITIES[task])}, but {source} has no "
-                f"{' or '.join(kind[m] for m in missing)}; use a task its media allow or give the missing input."
-            )
 
     def _forward(self, model_inputs, audio_rate=None, video_rate=None, segment_callback=None, **generate_kwargs):
         """Run the processor and `generate` once per group of clips that share a task (items without media, a long

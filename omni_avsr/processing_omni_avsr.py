@@ -1,7 +1,7 @@
-"""Processor for Omni-AVSR: Whisper log-mel features, lip-video preprocessing and the LM tokenizer in one object."""
+"""Processor for Omni-AVSR: the sequence layout and the tokenizer, with the audio (`feature_extraction_omni_avsr`) and
+lip-video (`video_processing_omni_avsr`) preprocessing it composes, in one object as `AutoProcessor` loads it."""
 
-import math
-import numbers
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -10,34 +10,108 @@ from transformers.processing_utils import AudioKwargs, ProcessingKwargs, TextKwa
 
 from .configuration_omni_avsr import (
     DEFAULT_TASK_PROMPTS,
-    IGNORE_INDEX,
     MARKER_TOKENS,
-    MEDIA_INPUTS,
     PLACEHOLDER_TOKENS,
     TASK_MODALITIES,
     TASKS,
-    SequenceTokens,
-    audio_encoder_frames,
-    check_finite,
     check_rate,
     check_task,
-    compressed_length,
     default_task,
-    pad_rows,
+    sequence_token_ids,
 )
-from .media import (
-    MAX_CLIP_SECONDS,
-    MIN_CLIP_SECONDS,
-    SAMPLING_RATE,
-    VIDEO_FPS,
-    align_audio_to_frames,
-    check_clip_duration,
-    is_mouth_crop,
-    not_a_mouth_crop_error,
-)
+from .feature_extraction_omni_avsr import check_not_silent, log_mel_features, prepare_audio
+from .input_checks import check_batch_sizes, check_task_media
+from .media import MAX_CLIP_SECONDS, MOUTH_CROP_SIZE, SAMPLING_RATE, align_audio_to_frames, check_clip_duration
+from .modeling_omni_avsr import audio_encoder_frames, compressed_length
 from .segmentation import DEFAULT_SEGMENT_SECONDS, check_segment_seconds
+from .video_processing_omni_avsr import check_video_settings, normalize_frames, pad_videos, prepare_frames
 
 
+IGNORE_INDEX = -100
+# The tensors each modality reaches the model as (the processor's output names).
+MEDIA_INPUTS = {"audio": ("input_features", "input_features_mask"), "video": ("pixel_values_videos", "video_mask")}
+
+
+def media_inputs(inputs) -> dict:
+    """The media tensors of a batch (processor output or dict), by name."""
+    return {name: inputs[name] for names in MEDIA_INPUTS.values() for name in names if name in inputs}
+
+
+def pad_rows(rows: list[list[int]], value: int, side: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token id lists padded with `value` on `side` into one (rows, longest) tensor, and its attention mask."""
+    length = max(len(row) for row in rows)
+    ids = torch.full((len(rows), length), value, dtype=torch.long)
+    mask = torch.zeros((len(rows), length), dtype=torch.long)
+    for index, row in enumerate(rows):
+        span = slice(0, len(row)) if side == "right" else slice(length - len(row), length)
+        ids[index, span] = torch.tensor(row, dtype=torch.long)
+        mask[index, span] = 1
+    return ids, mask
+
+
+@dataclass
+class SequenceTokens:
+    """The token ids an Omni-AVSR sequence is made of, and its layout (written once: the processor expands
+    placeholders with it, the training step lays out its rows with it).
+
+    A task's sequence: `[BOS] <audio> A… </audio> <video> V… </video> PROMPT` (ASR drops the video block, VSR the
+    audio block; LMs without BOS, like Qwen2, start at the first marker), where A and V are placeholder tokens, one
+    per media token.
+    """
+
+    audio_start: int | None
+    audio_end: int | None
+    video_start: int | None
+    video_end: int | None
+    audio_placeholder: int | None
+    video_placeholder: int | None
+    bos: int | None
+    prompts: dict[str, list[int]] = field(default_factory=dict)
+
+    @classmethod
+    def from_tokenizer(cls, tokenizer, task_prompts: dict[str, str]) -> "SequenceTokens":
+        """Read the ids from a tokenizer that has the markers and placeholders (`OmniAVSRProcessor.prepare_tokenizer`)."""
+        return cls(**sequence_token_ids(tokenizer, task_prompts))
+
+    @classmethod
+    def from_config(cls, config) -> "SequenceTokens":
+        """The ids an `OmniAVSRConfig` stores (`config.set_token_ids`): for configs without a tokenizer at hand."""
+        config.check_token_ids()
+        return cls(
+            audio_start=config.audio_start_token_id,
+            audio_end=config.audio_end_token_id,
+            video_start=config.video_start_token_id,
+            video_end=config.video_end_token_id,
+            audio_placeholder=config.audio_token_id,
+            video_placeholder=config.video_token_id,
+            bos=config.bos_token_id,
+            prompts={task: list(ids) for task, ids in config.prompt_token_ids.items()},
+        )
+
+    def prompt_ids(
+        self, task: str, num_audio_tokens: int = 0, num_video_tokens: int = 0, prompt: list[int] | None = None
+    ) -> list[int]:
+        """The ids the LM reads before the transcript; `prompt` (ids) replaces the task's instruction."""
+        ids = [] if self.bos is None else [self.bos]
+        modalities = TASK_MODALITIES[task]
+        if "audio" in modalities:
+            ids += [self.audio_start] + [self.audio_placeholder] * num_audio_tokens + [self.audio_end]
+        if "video" in modalities:
+            ids += [self.video_start] + [self.video_placeholder] * num_video_tokens + [self.video_end]
+        return ids + list(self.prompts[task] if prompt is None else prompt)
+
+    def batch_prompt_ids(self, task: str, token_counts: dict[str, list[int]], prompts=None) -> list[list[int]]:
+        """`prompt_ids` of every clip of a batch, from each modality's tokens per clip (`{"audio": [...], ...}`)."""
+        batch_size = len(next(iter(token_counts.values())))
+        return [
+            self.prompt_ids(
+                task,
+                num_audio_tokens=token_counts["audio"][index] if "audio" in TASK_MODALITIES[task] else 0,
+                num_video_tokens=token_counts["video"][index] if "video" in TASK_MODALITIES[task] else 0,
+                prompt=None if prompts is None else prompts[index],
+            )
+            for index in range(batch_size)
+        ]
 
 
 class OmniAVSRProcessorKwargs(ProcessingKwargs, total=False):
@@ -62,11 +136,11 @@ class OmniAVSRProcessor(ProcessorMixin):
       chosen rates — followed by the transcript and EOS when `text` is given, with `labels` (-100 on the prompt);
       and `task`, `audio_rate`, `video_rate`, which `model(**inputs)` / `model.generate(**inputs)` take as they are.
     - without a task: the media only, and `labels` holding each transcript + EOS (right-padded with -100): a training
-      batch, for which the model lays out every task's sequence itself (efficient matryoshka training).
+      batch, whose every task's rows the training step lays out (`omni_avsr.training.matryoshka`).
 
     The tokenizer gets the `<audio>`, `</audio>`, `<video>`, `</video>` markers, the `<|AUDIO|>`, `<|VIDEO|>`
     placeholders and a `<pad>` token when it lacks them; the LM's embeddings must cover every id but the placeholders
-    (see `OmniAVSRForConditionalGeneration.from_components`).
+    (see `omni_avsr.training.assembly.assemble_model`).
 
     Args:
         feature_extractor (`WhisperFeatureExtractor`): computes log-mel features.
@@ -91,7 +165,7 @@ class OmniAVSRProcessor(ProcessorMixin):
         self,
         feature_extractor=None,
         tokenizer=None,
-        video_crop_size: int = 88,
+        video_crop_size: int = MOUTH_CROP_SIZE,
         video_mean: float = 0.421,
         video_std: float = 0.165,
         normalize_waveform: bool = True,
@@ -101,7 +175,7 @@ class OmniAVSRProcessor(ProcessorMixin):
         task_prompts: dict[str, str] | None = None,
         segment_seconds: float = DEFAULT_SEGMENT_SECONDS,
     ):
-        _check_video_settings(video_crop_size, video_mean, video_std)
+        check_video_settings(video_crop_size, video_mean, video_std)
         self.segment_seconds = check_segment_seconds(segment_seconds, MAX_CLIP_SECONDS)
         self.video_crop_size = video_crop_size
         self.video_mean = video_mean
@@ -229,21 +303,22 @@ class OmniAVSRProcessor(ProcessorMixin):
         batch_sizes = {}
         clips, waveforms = None, []
         if videos is not None:
-            clips = [self._normalize_frames(self.prepare_frames(clip, f"videos[{index}]"))
-                     for index, clip in enumerate(_as_batch(videos, "videos"))]
+            clips = [
+                normalize_frames(self.prepare_frames(clip, f"videos[{index}]"), *self.video_settings)
+                for index, clip in enumerate(_as_batch(videos, "videos"))
+            ]
             batch_sizes["videos"] = len(clips)
-            data["pixel_values_videos"], data["video_mask"] = _pad_videos(clips)
+            data["pixel_values_videos"], data["video_mask"] = pad_videos(clips)
         if audio is not None:
             num_frames = [clip.shape[0] for clip in clips] if clips is not None else None
             waveforms = self._prepare_waveforms(audio, sampling_rate, resample, num_frames)
             batch_sizes["audio"] = len(waveforms)
-            data["input_features"], data["input_features_mask"] = self._log_mel_features(waveforms)
+            data["input_features"], data["input_features_mask"] = log_mel_features(self.feature_extractor, waveforms)
         texts = None
         if text is not None:
             texts = [text] if isinstance(text, str) else _as_batch(text, "text")
             batch_sizes["text"] = len(texts)
-        if len(set(batch_sizes.values())) > 1:
-            raise ValueError(f"Batch sizes disagree between inputs: {batch_sizes}.")
+        check_batch_sizes(batch_sizes)
         if task is None and prompt is None:
             if texts is not None:
                 data["labels"] = self._transcript_labels(texts)
@@ -289,30 +364,21 @@ class OmniAVSRProcessor(ProcessorMixin):
         """`input_ids`, `attention_mask` (and `labels` with transcripts) of one task, placeholders expanded."""
         available = {modality for modality, key in (("audio", "input_features"), ("video", "pixel_values_videos")) if key in data}
         task = check_task(task, self.tasks) if task is not None else default_task(available, self.tasks)
+        check_task_media(task, available, "this processor call")
         needs = TASK_MODALITIES[task]
-        missing = [modality for modality in needs if modality not in available]
-        if missing:
-            raise ValueError(f"task={task!r} needs {' and '.join(needs)}; give {' and '.join(missing)} too.")
-        counts = {}
-        rates = {}
-        if "audio" in needs:
-            rates["audio_rate"] = check_rate("audio", audio_rate, self.audio_rates)
-            frames = audio_encoder_frames(
-                torch.from_numpy(data["input_features_mask"].sum(-1)), self.feature_extractor.nb_max_frames
-            )
-            counts["audio"] = compressed_length(frames, rates["audio_rate"]).tolist()
-        if "video" in needs:
-            rates["video_rate"] = check_rate("video", video_rate, self.video_rates)
-            counts["video"] = compressed_length(torch.from_numpy(data["video_mask"].sum(-1)), rates["video_rate"]).tolist()
+        rates = {
+            f"{modality}_rate": check_rate(modality, rate, self.rates(modality))
+            for modality, rate in (("audio", audio_rate), ("video", video_rate))
+            if modality in needs
+        }
+        counts = self.media_token_counts(data, **rates)
         batch_size = len(next(iter(counts.values())))
-        rows = self.sequence_tokens.batch_prompt_ids(task, counts, self._prompt_ids(prompt, batch_size))
-        row_labels = [[IGNORE_INDEX] * len(row) for row in rows]
+        transcripts = None
         if texts is not None:
-            transcripts = self.transcript_ids(texts, [f"text[{index}]" for index in range(len(texts))])
-            for index, ids in enumerate(transcripts):
-                transcript = ids + [self.tokenizer.eos_token_id]
-                rows[index] = rows[index] + transcript
-                row_labels[index] = row_labels[index] + transcript
+            eos = self.tokenizer.eos_token_id
+            names = [f"text[{index}]" for index in range(len(texts))]
+            transcripts = [ids + [eos] for ids in self.transcript_ids(texts, names)]
+        rows, row_labels = self.task_rows(task, counts, transcripts, self._prompt_ids(prompt, batch_size))
         input_ids, attention_mask = pad_rows(rows, self.tokenizer.pad_token_id, padding_side)
         output = {"input_ids": input_ids.numpy(), "attention_mask": attention_mask.numpy()}
         if texts is not None:
@@ -322,6 +388,39 @@ class OmniAVSRProcessor(ProcessorMixin):
             for name in MEDIA_INPUTS[modality]:
                 data.pop(name, None)
         return {**output, "task": task, **rates}
+
+    def rates(self, modality: str) -> list[int]:
+        return self.audio_rates if modality == "audio" else self.video_rates
+
+    def media_token_counts(self, media, audio_rate: int | None = None, video_rate: int | None = None) -> dict:
+        """LM tokens of each clip at the given rates (`{"audio": [...], "video": [...]}`, a modality per rate given),
+        from the processed media's masks (numpy arrays or tensors; a video without `video_mask` counts every frame)."""
+        counts = {}
+        if audio_rate is not None:
+            mask_lengths = torch.as_tensor(media["input_features_mask"]).sum(-1)
+            frames = audio_encoder_frames(mask_lengths, self.feature_extractor.nb_max_frames)
+            counts["audio"] = compressed_length(frames, audio_rate).tolist()
+        if video_rate is not None:
+            if media.get("video_mask") is not None:
+                frames = torch.as_tensor(media["video_mask"]).sum(-1)
+            else:
+                batch_size, num_frames = media["pixel_values_videos"].shape[:2]
+                frames = torch.full((batch_size,), num_frames)
+            counts["video"] = compressed_length(frames, video_rate).tolist()
+        return counts
+
+    def task_rows(
+        self, task: str, token_counts: dict[str, list[int]], transcripts=None, prompts=None
+    ) -> tuple[list[list[int]], list[list[int]]]:
+        """The token ids of `task`'s sequence for each clip (`token_counts` media tokens per modality), unpadded:
+        the prompt, then the clip's transcript ids when `transcripts` are given; and the labels (-100 on the prompt).
+        `prompts` (ids, one per clip, or None) replace the task's instruction."""
+        rows = self.sequence_tokens.batch_prompt_ids(task, token_counts, prompts)
+        labels = [[IGNORE_INDEX] * len(row) for row in rows]
+        if transcripts is not None:
+            rows = [row + list(transcript) for row, transcript in zip(rows, transcripts)]
+            labels = [label + list(transcript) for label, transcript in zip(labels, transcripts)]
+        return rows, labels
 
     def _prompt_ids(self, prompt, batch_size: int) -> list[list[int] | None]:
         if prompt is None:
@@ -351,118 +450,19 @@ class OmniAVSRProcessor(ProcessorMixin):
     def prepare_audio(
         self, waveform, sampling_rate: int | None, resample: bool = False, name: str = "audio", task: str | None = None
     ) -> np.ndarray:
-        """`waveform` as the processor reads it: float32 mono at 16 kHz (resampled when `resample`), or an error naming
-        `name` for audio that is empty or shorter than `MIN_CLIP_SECONDS`, not finite, of an unknown layout or at
-        another rate, or silent for `task="asr"` (see `check_not_silent`). The pipelines call it on each input, so
-        that their errors name the input rather than its place in a batch."""
-        if sampling_rate is None:
-            raise ValueError(
-                "`sampling_rate` is required with `audio` (expected 16000 Hz): a waveform at the wrong rate would be "
-                "transcribed silently wrong."
-            )
-        if isinstance(sampling_rate, bool) or not isinstance(sampling_rate, numbers.Integral) or sampling_rate <= 0:
-            raise ValueError(
-                f"sampling_rate must be a whole number of Hz above 0 (Omni-AVSR expects {SAMPLING_RATE}); got "
-                f"{sampling_rate!r}."
-            )
-        waveform = _to_mono(np.asarray(waveform, dtype=np.float32), name)
-        if waveform.size == 0:
-            raise ValueError(f"{name} is empty.")
-        check_min_duration(name, waveform.size / sampling_rate, f"{waveform.size} sample(s)")
-        check_finite(name, waveform)
-        if task == "asr":
-            # Audio alone is not aligned to video: a clip too long is that before it is silent.
-            check_clip_duration(name, waveform.size / sampling_rate)
-            check_not_silent(waveform, name)
-        if sampling_rate != SAMPLING_RATE:
-            if not resample:
-                raise ValueError(
-                    f"{name} is at {sampling_rate} Hz but Omni-AVSR expects {SAMPLING_RATE} Hz; resample it or pass "
-                    "resample=True."
-                )
-            import soxr
-
-            waveform = soxr.resample(waveform, sampling_rate, SAMPLING_RATE).astype(np.float32)
-        return waveform
-
-    def _log_mel_features(self, waveforms: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        """Whisper log-mel features of the 30 s window and the mask of the frames that hold audio.
-
-        Hand-written because `WhisperFeatureExtractor` computes all 3000 frames of the window even for a 2 s clip;
-        here only the frames that touch the clip are computed and the rest (an all-zero window) is filled with the
-        value the full computation gives, which is exactly the same output ~10× faster for LRS-length clips.
-        """
-        extractor = self.feature_extractor
-        num_frames = extractor.n_samples // extractor.hop_length
-        if getattr(extractor, "dither", 0.0) != 0.0 or not hasattr(extractor, "mel_filters"):
-            features = extractor(
-                waveforms, sampling_rate=SAMPLING_RATE, return_attention_mask=True, padding="max_length",
-                return_tensors="np",
-            )
-            return features["input_features"], features["attention_mask"]
-        window = torch.hann_window(extractor.n_fft)
-        mel_filters = torch.from_numpy(extractor.mel_filters).float()
-        features = np.empty((len(waveforms), mel_filters.shape[1], num_frames), dtype=np.float32)
-        mask = np.zeros((len(waveforms), num_frames), dtype=np.int64)
-        for index, waveform in enumerate(waveforms):
-            # Zeros after the clip keep every frame that touches it exact (their windows and the end reflection
-            # see zeros, as in the padded window); frames further on see only zeros.
-            span = min(extractor.n_samples, len(waveform) + 2 * extractor.n_fft)
-            padded = torch.zeros(span)
-            padded[: len(waveform)] = torch.from_numpy(waveform)
-            stft = torch.stft(padded, extractor.n_fft, extractor.hop_length, window=window, return_complex=True)
-            exact = num_frames
-            if span < extractor.n_samples:
-                exact = min(num_frames, (span - extractor.n_fft // 2) // extractor.hop_length)
-            log_spec = torch.clamp(mel_filters.T @ (stft[:, :exact].abs() ** 2), min=1e-10).log10()
-            silence = -10.0  # log10 of the clamp floor: what an all-zero window gives
-            floor = max(float(log_spec.max()), silence) - 8.0
-            features[index] = (max(silence, floor) + 4.0) / 4.0
-            features[index, :, :exact] = ((torch.maximum(log_spec, torch.tensor(floor)) + 4.0) / 4.0).numpy()
-            mask[index, : -(-len(waveform) // extractor.hop_length)] = 1
-        return features, mask
+        """`feature_extraction_omni_avsr.prepare_audio`: the pipelines call it on each input, so that their errors
+        name the input rather than its place in a batch."""
+        return prepare_audio(waveform, sampling_rate, resample, name, task)
 
     def prepare_frames(self, frames, name: str = "videos") -> np.ndarray:
-        """`frames` as (frames, height, width, channels) uint8 mouth crops, or an error naming `name` for frames of
-        another type, layout or size, none at all, or more than a clip of `MAX_CLIP_SECONDS` at 25 fps (as audio
-        longer than the Whisper window is refused). The pipelines call it on each input."""
-        frames = np.asarray(frames)
-        if frames.dtype != np.uint8:
-            raise ValueError(f"{name} has dtype {frames.dtype}; expected uint8 frames in [0, 255].")
-        if frames.ndim == 3:
-            frames = frames[..., None]
-        if frames.ndim != 4 or frames.shape[-1] not in (1, 3):
-            raise ValueError(
-                f"{name} has shape {frames.shape}; expected (frames, height, width) or (frames, height, width, 1 or 3 "
-                "channels)."
-            )
-        num_frames, height, width = frames.shape[:3]
-        crop = self.video_crop_size
-        if num_frames == 0:
-            raise ValueError(f"{name} has no frames.")
-        check_min_duration(name, num_frames / VIDEO_FPS, f"{num_frames} frame(s)")
-        check_clip_duration(name, num_frames / VIDEO_FPS)
-        if not is_mouth_crop(height, width):
-            raise not_a_mouth_crop_error(name, height, width)
-        if height < crop or width < crop:
-            raise ValueError(
-                f"{name} frames are {height}×{width}; expected mouth crops of at least {crop}×{crop} (auto-avsr "
-                "preprocessing gives 96×96)."
-            )
-        return frames
+        """`video_processing_omni_avsr.prepare_frames` at this processor's crop size; the pipelines call it on each
+        input."""
+        return prepare_frames(frames, self.video_crop_size, name)
 
-    def _normalize_frames(self, frames: np.ndarray) -> np.ndarray:
-        """Centre crop, grayscale and AV-HuBERT's normalisation of frames `prepare_frames` accepted."""
-        height, width = frames.shape[1:3]
-        crop = self.video_crop_size
-        top, left = (height - crop) // 2, (width - crop) // 2
-        pixels = frames[:, top : top + crop, left : left + crop].astype(np.float32) / 255.0
-        if pixels.shape[-1] == 3:
-            # ITU-R 601 luma on [0, 1] values, as torchvision's `Grayscale` in the official recipe.
-            pixels = pixels @ np.array([0.2989, 0.587, 0.114], dtype=np.float32)
-        else:
-            pixels = pixels[..., 0]
-        return (pixels - self.video_mean) / self.video_std
+    @property
+    def video_settings(self) -> tuple[int, float, float]:
+        """The crop size, mean and std `normalize_frames` applies."""
+        return self.video_crop_size, self.video_mean, self.video_std
 
     def _transcript_labels(self, texts: list[str]) -> np.ndarray:
         eos_id = self.tokenizer.eos_token_id
@@ -519,76 +519,12 @@ class OmniAVSRProcessor(ProcessorMixin):
         ]
 
 
-def check_min_duration(name: str, seconds: float, length: str) -> None:
-    """Refuse a clip shorter than `MIN_CLIP_SECONDS` (`length` says how long it is, in its own units)."""
-    if seconds < MIN_CLIP_SECONDS:
-        raise ValueError(
-            f"{name} lasts {seconds:.3g} s ({length}); expected a clip of at least {MIN_CLIP_SECONDS:g} s: nothing "
-            "shorter holds a word."
-        )
-
-
-def check_not_silent(waveform: np.ndarray, name: str) -> None:
-    """Refuse digital silence (every sample zero) to speech recognition from audio alone: there is nothing to hear,
-    and the model writes a transcript anyway. Audio-visual recognition takes it (a muted microphone: the lips carry
-    the words), and so does training."""
-    if not np.any(waveform):
-        raise ValueError(
-            f"{name} is digital silence (every sample is zero): nothing to transcribe with task='asr'; expected "
-            "recorded audio, or task 'vsr' / 'avsr' when the video carries the words."
-        )
-
-
 def _as_batch(inputs, name: str) -> list:
     """A single array (or one clip given as a tensor) becomes a batch of one; an empty list is refused."""
     batch = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
     if not batch:
         raise ValueError(f"`{name}` is an empty list; expected at least one clip.")
     return batch
-
-
-def _check_video_settings(crop_size, mean, std) -> None:
-    """Refuse video settings (given, or read from `processor_config.json`) that would make every clip an empty crop
-    or NaN / ±inf pixels (a zero std divides by zero)."""
-    if isinstance(crop_size, bool) or not isinstance(crop_size, numbers.Integral) or crop_size < 1:
-        raise ValueError(f"video_crop_size must be a whole number of pixels ≥ 1 (default 88), got {crop_size!r}.")
-    if not _is_number(mean) or not 0.0 <= mean <= 1.0:
-        raise ValueError(
-            f"video_mean must be a number in [0, 1], the mean of grayscale pixels scaled to [0, 1] (default 0.421); "
-            f"got {mean!r}."
-        )
-    if not _is_number(std) or not (math.isfinite(std) and std > 0):
-        raise ValueError(
-            f"video_std must be a finite number above 0, the std of grayscale pixels scaled to [0, 1] (default 0.165); "
-            f"got {std!r}."
-        )
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
-
-
-def _to_mono(waveform: np.ndarray, name: str) -> np.ndarray:
-    if waveform.ndim == 1:
-        return waveform
-    if waveform.ndim == 2 and min(waveform.shape) <= 8:
-        channel_axis = 0 if waveform.shape[0] <= 8 and waveform.shape[0] < waveform.shape[1] else 1
-        return waveform.mean(axis=channel_axis)
-    raise ValueError(
-        f"{name} has shape {waveform.shape}; expected (samples,) or a multi-channel (channels, samples) / "
-        "(samples, channels) array with at most 8 channels."
-    )
-
-
-def _pad_videos(clips: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    max_frames = max(clip.shape[0] for clip in clips)
-    crop = clips[0].shape[-1]
-    pixel_values = np.zeros((len(clips), max_frames, 1, crop, crop), dtype=np.float32)
-    video_mask = np.zeros((len(clips), max_frames), dtype=np.int64)
-    for index, clip in enumerate(clips):
-        pixel_values[index, : clip.shape[0], 0] = clip
-        video_mask[index, : clip.shape[0]] = 1
-    return pixel_values, video_mask
 
 
 __all__ = ["OmniAVSRProcessor"]

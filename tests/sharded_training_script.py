@@ -28,6 +28,9 @@ from accelerate.utils.fsdp_utils import fsdp2_apply_ac, fsdp2_prepare_model
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from tiny_models import randomize_lora, tiny_model, tiny_processor  # noqa: E402
 
+from omni_avsr.training.matryoshka import matryoshka_step  # noqa: E402
+from omni_avsr.training.policy import keep_frozen_encoders_in_eval_mode  # noqa: E402
+
 
 # Every rate pair once, so that each step leaves other projectors without gradients.
 RATE_PAIRS = [(4, 2), (16, 5), (4, 5), (16, 2)]
@@ -81,7 +84,7 @@ def main():
     processor = tiny_processor()
     model = tiny_model(processor, seed=0)
     randomize_lora(model)
-    model.train()
+    keep_frozen_encoders_in_eval_mode(model.train())
     rank, world_size = 0, 1
     if args.fsdp_config:
         dist.init_process_group("gloo")
@@ -109,8 +112,10 @@ def main():
     for step, (audio_rate, video_rate) in enumerate(RATE_PAIRS):
         batch = fixed_batch(processor, seed=step)
         rows = slice(rank * CLIPS // world_size, (rank + 1) * CLIPS // world_size)
-        outputs = model(**{name: value[rows] for name, value in batch.items()}, audio_rate=audio_rate,
-                        video_rate=video_rate)
+        outputs = matryoshka_step(
+            model, processor, {name: value[rows] for name, value in batch.items()}, audio_rate=audio_rate,
+            video_rate=video_rate,
+        )
         if engine is not None:
             engine.backward(outputs.loss)
             engine.step()

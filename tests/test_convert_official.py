@@ -13,6 +13,7 @@ from safetensors.torch import load_file
 
 from omni_avsr import OmniAVSRForConditionalGeneration, OmniAVSRProcessor
 from omni_avsr.convert.official import convert, detect_layout, load_official_state_dict, main, parse_args
+from omni_avsr.training.matryoshka import matryoshka_step
 
 
 PARITY_DIR = SHARED_DIR / "parity"
@@ -47,7 +48,7 @@ def converted(request, tmp_path_factory):
     if not (PARITY_DIR / variant / "expected.json").exists():
         pytest.skip(f"parity fixtures not available at {PARITY_DIR}")
     output_dir = tmp_path_factory.mktemp(f"converted_{variant}")
-    main(_converter_args(variant, output_dir, "--train-padding", "official"))
+    main(_converter_args(variant, output_dir))
     fixture = PARITY_DIR / variant
     return {
         "variant": variant,
@@ -87,23 +88,24 @@ def test_encoders_and_features_match(converted):
     features = processor(audio=[inputs["audio_raw.0"].numpy(), inputs["audio_raw.1"].numpy()], sampling_rate=16000)
     torch.testing.assert_close(features["input_features"], intermediates["train.whisper_input_features"], atol=1e-4, rtol=0)
     with torch.no_grad():
-        audio = model.audio_encoder(intermediates["train.whisper_input_features"]).last_hidden_state
-        video = model.video_encoder(inputs["batch.video"]).last_hidden_state
+        audio = model.audio_tower(intermediates["train.whisper_input_features"]).last_hidden_state
+        video = model.video_tower(inputs["batch.video"]).last_hidden_state
     torch.testing.assert_close(audio, intermediates["train.whisper_last_hidden_state"], atol=1e-4, rtol=0)
     torch.testing.assert_close(video, intermediates["train.avhubert_extract_finetune"], atol=1e-4, rtol=0)
 
 
 def test_training_losses_and_logits_match_at_every_rate_pair(converted):
-    """`train_padding="official"` reproduces the reference batching of a 1.6 s and a 1.2 s clip exactly."""
+    """The training step with `padding="official"` reproduces the reference batching of a 1.6 s and a 1.2 s clip
+    exactly."""
     model, processor, inputs, expected = (converted[k] for k in ("model", "processor", "inputs", "expected"))
-    assert model.config.train_padding == "official"
     audio = processor(audio=[inputs["audio_raw.0"].numpy(), inputs["audio_raw.1"].numpy()], sampling_rate=16000)
+    batch = {**audio, "pixel_values_videos": inputs["batch.video"], "labels": _training_labels(inputs)}
     for key, reference in expected["train"].items():
         audio_rate, video_rate = (int(part[1:]) for part in key.split("_"))
         with torch.no_grad():
-            output = model(
-                **audio, pixel_values_videos=inputs["batch.video"], labels=_training_labels(inputs),
-                audio_rate=audio_rate, video_rate=video_rate, output_logits=True,
+            output = matryoshka_step(
+                model, processor, batch, audio_rate=audio_rate, video_rate=video_rate, padding="official",
+                output_logits=True,
             )
         for task, official in OFFICIAL_TASKS.items():
             loss = getattr(output, f"{task}_loss")
@@ -141,18 +143,19 @@ def test_greedy_generation_matches(converted, batched):
             for group in groups:
                 batch = processor(
                     audio=[clips["audio"][i] for i in group], videos=[clips["videos"][i] for i in group],
-                    sampling_rate=16000,
+                    sampling_rate=16000, task=task, audio_rate=audio_rate, video_rate=video_rate,
                 )
                 output = model.generate(
-                    **batch, task=task, audio_rate=audio_rate, video_rate=video_rate, max_new_tokens=8,
-                    do_sample=False, num_beams=1, return_dict_in_generate=True, output_logits=True,
+                    **batch, max_new_tokens=8, do_sample=False, num_beams=1, return_dict_in_generate=True,
+                    output_logits=True,
                 )
+                new_tokens = output.sequences[:, batch["input_ids"].shape[1]:]
                 for row, sample in enumerate(group):
                     official_run = reference[f"sample{sample}"]
                     their_logits = converted["logits"][f"generate.{official}.{rates}.sample{sample}.step_logits"]
                     our_logits = torch.stack([step[row] for step in output.logits])
                     _assert_tokens_match(
-                        output.sequences[row].tolist(), official_run["generated_ids"], our_logits, their_logits,
+                        new_tokens[row].tolist(), official_run["generated_ids"], our_logits, their_logits,
                         official_run["top1_minus_top2_logit_per_step"], f"{task} {rates} sample{sample}",
                     )
 

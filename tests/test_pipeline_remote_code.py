@@ -19,7 +19,9 @@ from transformers import pipeline
 HUB_FILES = {
     "config.json", "generation_config.json", "model.safetensors", "processor_config.json", "tokenizer.json",
     "tokenizer_config.json", "configuration_omni_avsr.py", "configuration_avhubert.py", "modeling_omni_avsr.py",
-    "modeling_avhubert.py", "omni_lora.py", "processing_omni_avsr.py", "media.py", "pipeline_omni_avsr.py",
+    "modeling_avhubert.py", "omni_lora.py", "input_checks.py", "processing_omni_avsr.py",
+    "feature_extraction_omni_avsr.py", "video_processing_omni_avsr.py", "media.py", "pipeline_omni_avsr.py",
+    "conversion_mapping_omni_avsr.py", "checkpoint_weights.py",
 }
 
 

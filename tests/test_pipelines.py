@@ -58,8 +58,10 @@ def media_dir(tmp_path_factory):
 
 
 def generated_text(model, processor, task, audio=None, videos=None, sampling_rate=16000, **generate_kwargs):
-    inputs = processor(audio=audio, videos=videos, sampling_rate=sampling_rate, resample=True)
-    return processor.decode_transcripts(model.generate(**inputs, task=task, **generate_kwargs))
+    rates = {name: generate_kwargs.pop(name) for name in ("audio_rate", "video_rate") if name in generate_kwargs}
+    inputs = processor(audio=audio, videos=videos, sampling_rate=sampling_rate, resample=True, task=task, **rates)
+    sequences = model.generate(**inputs, **generate_kwargs)
+    return processor.decode_transcripts(sequences[:, inputs["input_ids"].shape[1]:])
 
 
 def test_speech_recognition_pipeline_matches_generate_for_every_input_form(omni, clips, media_dir):

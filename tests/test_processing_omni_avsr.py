@@ -10,8 +10,11 @@ import torch
 from tiny_models import tiny_processor
 
 from omni_avsr import OmniAVSRProcessor, load_clip
+from omni_avsr.data.augment import AudioVisualAugmentation
 from omni_avsr.data.collator import OmniAVSRDataCollator
 from omni_avsr.data.lrs import load_lrs_dataset
+from omni_avsr.feature_extraction_omni_avsr import log_mel_features
+from omni_avsr.media import MOUTH_CROP_SIZE, _to_grayscale
 
 
 @pytest.fixture(scope="module")
@@ -47,6 +50,17 @@ def test_video_preprocessing_is_centre_crop_grayscale_and_normalisation(processo
     pixels = processor(videos=[frames], sampling_rate=16000)["pixel_values_videos"]
     expected = (0.2989 - processor.video_mean) / processor.video_std
     torch.testing.assert_close(pixels[0, :, 0], torch.full((3, 88, 88), expected))
+
+
+def test_lip_crop_and_grayscale_have_one_home(processor):
+    """The processor's crop and training's random crop are media's `MOUTH_CROP_SIZE`; an RGB clip given to the
+    processor and the same clip read from a file (media's grayscale conversion) are one clip to the model."""
+    assert processor.video_crop_size == AudioVisualAugmentation().crop_size == MOUTH_CROP_SIZE
+    rgb = np.random.default_rng(0).integers(0, 256, (3, 96, 96, 3), dtype=np.uint8)
+    from_rgb = processor(videos=[rgb])["pixel_values_videos"]
+    from_gray = processor(videos=[_to_grayscale(rgb.astype(np.float32))])["pixel_values_videos"]
+    # media rounds its grayscale to uint8: half a level apart at most (and float32's error)
+    torch.testing.assert_close(from_rgb, from_gray, atol=0.501 / 255 / processor.video_std, rtol=0)
 
 
 def test_waveform_normalisation_matches_the_reference_layer_norm(processor):
@@ -155,7 +169,7 @@ def test_collator_refuses_mixed_modalities(processor):
 @pytest.mark.parametrize("num_samples", [1, 400, 1123, 19200, 32001, 479601, 480000])
 def test_span_only_log_mel_equals_the_full_window_extractor(processor, num_samples):
     waveform = (np.random.default_rng(num_samples).standard_normal(num_samples) * 0.3).astype(np.float32)
-    features, mask = processor._log_mel_features([waveform])
+    features, mask = log_mel_features(processor.feature_extractor, [waveform])
     reference = processor.feature_extractor(
         [waveform], sampling_rate=16000, return_attention_mask=True, padding="max_length", return_tensors="np"
     )

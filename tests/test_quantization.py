@@ -7,6 +7,8 @@ import pytest
 import torch
 
 from omni_avsr.training.arguments import ModelArguments
+from omni_avsr.training.matryoshka import matryoshka_step
+from omni_avsr.training.policy import keep_frozen_encoders_in_eval_mode
 from omni_avsr.training.quantization import quantize_language_model
 from tiny_models import randomize_lora, tiny_batch, tiny_model, tiny_processor
 
@@ -22,7 +24,7 @@ def bf16_model(processor):
         if param.requires_grad:
             param.data = param.data.float()
     randomize_lora(model)
-    return model.train()
+    return keep_frozen_encoders_in_eval_mode(model.train())
 
 
 def bf16_batch(processor):
@@ -35,13 +37,13 @@ def test_quantised_language_model_trains_lora_with_a_close_loss(processor, bits)
     pytest.importorskip("bitsandbytes", reason="the [quantization] extra")
     model = bf16_model(processor)
     batch = bf16_batch(processor)
-    reference = model(**batch, audio_rate=4, video_rate=2)
+    reference = matryoshka_step(model, processor, batch, audio_rate=4, video_rate=2)
     quantised = copy.deepcopy(model)
     quantize_language_model(quantised, bits)
     layer = quantised.model.language_model.layers[0]
     assert type(layer.self_attn.q_proj.base_layer).__name__ == ("Linear4bit" if bits == "4bit" else "Linear8bitLt")
     assert type(layer.mlp.down_proj).__name__ == type(layer.self_attn.q_proj.base_layer).__name__
-    outputs = quantised(**batch, audio_rate=4, video_rate=2)
+    outputs = matryoshka_step(quantised, processor, batch, audio_rate=4, video_rate=2)
     for task in ("asr", "vsr", "avsr"):
         assert outputs[f"{task}_loss"] != reference[f"{task}_loss"], "the LM really is quantised"
         assert float(outputs[f"{task}_loss"]) == pytest.approx(float(reference[f"{task}_loss"]), rel=1e-2)  # NF4 on 32-wide layers
@@ -64,7 +66,7 @@ def test_quantisation_without_its_backend_or_with_an_unknown_setting_is_refused(
 def test_a_trained_language_model_is_not_quantised(processor):
     pytest.importorskip("bitsandbytes", reason="the [quantization] extra")
     model = tiny_model(processor, freeze_language_model=False)
-    with pytest.raises(ValueError, match="freeze_language_model=True"):
+    with pytest.raises(ValueError, match="needs a frozen language model \\(--freeze_language_model true"):
         quantize_language_model(model, "4bit")
 
 
@@ -80,7 +82,7 @@ def test_a_quantised_model_saves_a_plain_folder_that_loads_and_resumes(processor
     model = bf16_model(processor)
     quantize_language_model(model, bits)
     batch = bf16_batch(processor)
-    reference = model(**batch, audio_rate=4, video_rate=2)
+    reference = matryoshka_step(model, processor, batch, audio_rate=4, video_rate=2)
     model.save_pretrained(tmp_path)
     saved = load_file(tmp_path / "model.safetensors")
     q_proj = "model.language_model.layers.0.self_attn.q_proj.base_layer."
@@ -89,11 +91,12 @@ def test_a_quantised_model_saves_a_plain_folder_that_loads_and_resumes(processor
 
     reloaded = OmniAVSRForConditionalGeneration.from_pretrained(tmp_path, dtype=torch.bfloat16).train()
     assert type(reloaded.model.language_model.layers[0].self_attn.q_proj.base_layer) is torch.nn.Linear
-    dense_loss = reloaded(**batch, audio_rate=4, video_rate=2).loss
+    dense_loss = matryoshka_step(reloaded, processor, batch, audio_rate=4, video_rate=2).loss
     assert float(dense_loss) == pytest.approx(float(reference.loss), rel=1e-3)
 
     resumed = bf16_model(processor)
     quantize_language_model(resumed, bits)
     result = resumed.load_state_dict(saved, strict=False)
     assert result.unexpected_keys == [] and set(result.missing_keys) <= {"lm_head.weight"}
-    assert float(resumed(**batch, audio_rate=4, video_rate=2).loss) == pytest.approx(float(reference.loss), rel=1e-3)
+    resumed_loss = matryoshka_step(resumed, processor, batch, audio_rate=4, video_rate=2).loss
+    assert float(resumed_loss) == pytest.approx(float(reference.loss), rel=1e-3)

@@ -23,10 +23,10 @@ seq2seq = AutoModelForSpeechSeq2Seq.from_pretrained(folder, trust_remote_code=Tr
 inputs = np.load(folder + "/inputs.npz")
 audio = [inputs["audio0"], inputs["audio1"]]
 videos = [inputs["video0"], inputs["video1"]]
-batch = processor(audio=audio, videos=videos, sampling_rate=16000)
 result = {"classes": [type(processor).__name__, type(model).__name__, type(seq2seq).__name__]}
 for task in ("asr", "vsr", "avsr"):
-    result[task] = model.generate(**batch, task=task, audio_rate=4, video_rate=2, max_new_tokens=6).tolist()
+    batch = processor(audio=audio, videos=videos, sampling_rate=16000, task=task, audio_rate=4, video_rate=2)
+    result[task] = model.generate(**batch, max_new_tokens=6).tolist()
 print(json.dumps(result))
 """
 
@@ -54,9 +54,9 @@ def test_fresh_process_remote_code_load_generates_identical_tokens(tmp_path):
     fresh = json.loads(completed.stdout.strip().splitlines()[-1])
     assert fresh["classes"] == ["OmniAVSRProcessor", "OmniAVSRForConditionalGeneration", "OmniAVSRForConditionalGeneration"]
 
-    batch = processor(audio=audio, videos=videos, sampling_rate=16000)
     for task in ("asr", "vsr", "avsr"):
-        expected = model.generate(**batch, task=task, audio_rate=4, video_rate=2, max_new_tokens=6).tolist()
+        batch = processor(audio=audio, videos=videos, sampling_rate=16000, task=task, audio_rate=4, video_rate=2)
+        expected = model.generate(**batch, max_new_tokens=6).tolist()
         assert fresh[task] == expected, task
 
 

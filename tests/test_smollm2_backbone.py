@@ -8,6 +8,9 @@ from transformers import WhisperFeatureExtractor
 from omni_avsr import OmniAVSRForConditionalGeneration, OmniAVSRProcessor
 from omni_avsr.components import find_smollm2_gguf, load_language_model
 from omni_avsr.modeling_avhubert import AVHubertVideoModel
+from omni_avsr.training.assembly import assemble_model
+from omni_avsr.training.matryoshka import matryoshka_step
+from omni_avsr.training.policy import freeze, keep_frozen_encoders_in_eval_mode
 from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
 
@@ -25,7 +28,7 @@ def test_smollm2_backbone_trains_and_generates(smollm2, tmp_path):
     processor = OmniAVSRProcessor(feature_extractor=WhisperFeatureExtractor(feature_size=80), tokenizer=tokenizer)
     encoders = tiny_config(tiny_processor())
     torch.manual_seed(0)
-    model = OmniAVSRForConditionalGeneration.from_components(
+    model = assemble_model(
         language_model=language_model,
         tokenizer=processor.tokenizer,
         audio_encoder=WhisperEncoder(encoders.audio_config),
@@ -33,6 +36,7 @@ def test_smollm2_backbone_trains_and_generates(smollm2, tmp_path):
         lora_variant="ST",
         projector_hidden_size=256,
     )
+    freeze(model)  # the training policy the training script applies
     assert model.config.bos_token_id is None, "SmolLM2's tokenizer adds no BOS, so neither does the model"
     # Markers and pad get embedding rows; the two placeholders (the last ids) are replaced by media and need none.
     assert model.get_input_embeddings().num_embeddings == len(processor.tokenizer) - 2 == 49152 + 4
@@ -42,8 +46,8 @@ def test_smollm2_backbone_trains_and_generates(smollm2, tmp_path):
 
     audio, videos = tiny_clips(2)
     batch = processor(audio=audio, videos=videos, text=TRANSCRIPTS[:2], sampling_rate=16000)
-    model.train()
-    output = model(**batch, audio_rate=4, video_rate=2)
+    keep_frozen_encoders_in_eval_mode(model.train())
+    output = matryoshka_step(model, processor, batch, audio_rate=4, video_rate=2)
     assert torch.isfinite(output.loss)
     output.loss.backward()
     lora_b = [param for name, param in model.language_model.named_parameters() if ".lora_B." in name]
@@ -51,7 +55,8 @@ def test_smollm2_backbone_trains_and_generates(smollm2, tmp_path):
     assert all(param.grad is not None and param.grad.abs().sum() > 0 for param in lora_b)
 
     model.eval()
-    tokens = model.generate(**{k: v for k, v in batch.items() if k != "labels"}, task="avsr", max_new_tokens=5)
+    inputs = processor(audio=audio, videos=videos, sampling_rate=16000, task="avsr")
+    tokens = model.generate(**inputs, max_new_tokens=5)[:, inputs["input_ids"].shape[1]:]
     assert tokens.shape[0] == 2 and 1 <= tokens.shape[1] <= 5
     assert all(isinstance(text, str) for text in processor.decode_transcripts(tokens))
 

@@ -9,8 +9,10 @@ import torch
 from tiny_models import TRANSCRIPTS, randomize_lora, tiny_clips, tiny_config, tiny_model, tiny_processor
 
 from omni_avsr import AVHubertForCTC, AVHubertVideoConfig, AVHubertVideoModel, OmniAVSRForConditionalGeneration
-from omni_avsr.configuration_omni_avsr import IGNORE_INDEX, MIN_AUDIO_FRAMES, OmniAVSRConfig
-from omni_avsr.modeling_omni_avsr import LEGACY_KEY_PREFIXES, OmniAVSRMediaOutput
+from omni_avsr.configuration_omni_avsr import OmniAVSRConfig
+from omni_avsr.modeling_omni_avsr import MIN_AUDIO_FRAMES, OmniAVSRMediaOutput
+from omni_avsr.processing_omni_avsr import IGNORE_INDEX
+from omni_avsr.training.matryoshka import matryoshka_step
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 
@@ -86,7 +88,7 @@ def test_processor_labels_padding_prompt_and_structured_kwargs(processor, clips)
         processor(audio=audio, sampling_rate=16000, beam_size=4)
     with pytest.raises(ValueError, match="audio_rate=8 is not one of this model's audio rates \\(4, 16\\)"):
         processor(audio=audio, sampling_rate=16000, task="asr", audio_rate=8)
-    with pytest.raises(ValueError, match="task='avsr' needs audio and video; give video too"):
+    with pytest.raises(ValueError, match="task='avsr' needs audio and lip video, but this processor call has no lip video"):
         processor(audio=audio, sampling_rate=16000, task="avsr")
 
 
@@ -124,8 +126,8 @@ def test_forward_gives_logits_and_the_loss_of_the_training_path(processor, model
     with torch.no_grad():
         output = model(**inputs)
         no_labels = model(**{name: value for name, value in inputs.items() if name != "labels"})
-        training = model(**processor(audio=audio, videos=videos, text=TRANSCRIPTS, sampling_rate=16000),
-                         tasks=[task], audio_rate=16, video_rate=5)
+        batch = processor(audio=audio, videos=videos, text=TRANSCRIPTS, sampling_rate=16000)
+        training = matryoshka_step(model, processor, batch, [task], audio_rate=16, video_rate=5)
     assert output.logits.shape == (*inputs["input_ids"].shape, model.config.text_config.vocab_size)
     assert no_labels.loss is None
     torch.testing.assert_close(no_labels.logits, output.logits)
@@ -143,20 +145,31 @@ def test_generate_is_generation_mixins_with_the_prompt_in_front(processor, model
     kwargs = dict(max_new_tokens=5, do_sample=False)
     sequences = model.generate(**inputs, **kwargs)
     assert torch.equal(sequences[:, :prompt_length], inputs["input_ids"])
-    media_only = model.generate(
-        **{name: inputs[name] for name in ("input_features", "input_features_mask", "pixel_values_videos", "video_mask")},
-        task="avsr", audio_rate=4, video_rate=2, **kwargs,
-    )
-    assert torch.equal(sequences[:, prompt_length:], media_only), "media alone: only the new tokens"
     scored = model.generate(**inputs, **kwargs, return_dict_in_generate=True, output_scores=True)
     assert torch.equal(scored.sequences, sequences) and len(scored.scores) == sequences.shape[1] - prompt_length
     # Beam search, with and without the shared prompt prefill, and sampling.
     beams = model.generate(**inputs, max_new_tokens=4, num_beams=3, do_sample=False)
-    plain_beams = model.generate(**inputs, max_new_tokens=4, num_beams=3, do_sample=False, share_prompt_prefill=False)
-    assert torch.equal(beams, plain_beams)
+    shared_beams = model.generate(**inputs, max_new_tokens=4, num_beams=3, do_sample=False, share_prompt_prefill=True)
+    assert torch.equal(beams, shared_beams)
     torch.manual_seed(0)
     sampled = model.generate(**inputs, max_new_tokens=4, do_sample=True, top_k=5, num_return_sequences=2)
     assert sampled.shape[0] == 2 * 3 and torch.equal(sampled[::2, :prompt_length], inputs["input_ids"])
+
+
+def test_generate_returns_what_generation_mixin_returns_for_its_inputs(processor, model, clips):
+    """One rule: `input_ids` give the prompt and the new tokens; `inputs_embeds` alone give the new tokens."""
+    audio, _ = clips
+    inputs = processor(audio=audio, sampling_rate=16000, task="asr")
+    kwargs = dict(max_new_tokens=4, min_new_tokens=4, do_sample=False)
+    from_ids = model.generate(**inputs, **kwargs)
+    with torch.no_grad():
+        features = model.get_audio_features(inputs["input_features"], inputs["input_features_mask"])
+        embeddings = model.model.merge_media(
+            model.model.embed_tokens(inputs["input_ids"]), inputs["input_ids"], {"audio": features}
+        )
+    from_embeds = model.generate(inputs_embeds=embeddings, attention_mask=inputs["attention_mask"], task="asr", **kwargs)
+    assert from_embeds.shape == (3, 4)
+    assert torch.equal(from_ids[:, inputs["input_ids"].shape[1]:], from_embeds)
 
 
 def test_generate_continues_from_a_cache_and_supports_assisted_decoding(processor, model, clips):
@@ -177,9 +190,9 @@ def test_generate_continues_from_a_cache_and_supports_assisted_decoding(processo
     torch.testing.assert_close(step.logits[:, 0].argmax(-1), full[:, -5])
     assisted = model.generate(**inputs, max_new_tokens=6, min_new_tokens=6, do_sample=False, prompt_lookup_num_tokens=2)
     assert torch.equal(assisted, full), "assisted decoding by prompt lookup gives the greedy tokens"
-    # `generate` hands a draft model the prompt after the main prefill has dropped the media: refused, not misread.
-    with pytest.raises(ValueError, match="input_ids hold media placeholders but no media were given"):
-        model.generate(**inputs, max_new_tokens=6, do_sample=False, assistant_model=model)
+    # A draft model gets the prompt without the media (their placeholders read as text); the main model checks it.
+    drafted = model.generate(**inputs, max_new_tokens=6, min_new_tokens=6, do_sample=False, assistant_model=model)
+    assert torch.equal(drafted, full), "assisted decoding by a draft model gives the greedy tokens"
 
 
 def test_batched_standard_generate_equals_one_clip_at_a_time(processor, model, clips):
@@ -199,8 +212,6 @@ def test_placeholders_must_match_the_media(processor, model, clips):
     inputs = processor(audio=audio, videos=videos, sampling_rate=16000, task="asr", audio_rate=4)
     with pytest.raises(ValueError, match="audio placeholders of input_ids do not match the audio features"):
         model(**{**inputs, "audio_rate": 16})
-    with pytest.raises(ValueError, match="input_ids hold media placeholders but no media were given"):
-        model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], task="asr")
 
 
 def test_one_place_decides_tasks_and_rates(processor, clips):
@@ -224,7 +235,19 @@ def test_one_place_decides_tasks_and_rates(processor, clips):
 # ----- the v5 layout, loading, devices -------------------------------------------------------------------------
 
 
-def test_layout_loading_info_and_folders_of_the_first_releases(processor, model, clips, tmp_path):
+# Where each parameter lived in earlier layouts: the first releases, and before the encoders became towers.
+EARLIER_LAYOUTS = {
+    "first releases": {
+        "model.audio_tower.": "audio_encoder.", "model.video_tower.": "video_encoder.",
+        "model.language_model.": "language_model.model.", "model.audio_projectors.": "audio_projectors.",
+        "model.video_projectors.": "video_projectors.", "lm_head.": "language_model.lm_head.",
+    },
+    "encoders before towers": {"model.audio_tower.": "model.audio_encoder.", "model.video_tower.": "model.video_encoder."},
+}
+
+
+@pytest.mark.parametrize("layout", EARLIER_LAYOUTS)
+def test_layout_loading_info_and_folders_of_earlier_layouts(processor, model, clips, tmp_path, layout):
     from safetensors.torch import load_file, save_file
 
     assert model.base_model is model.model and model.model.language_model is model.language_model
@@ -233,24 +256,28 @@ def test_layout_loading_info_and_folders_of_the_first_releases(processor, model,
     model.save_pretrained(tmp_path / "new")
     loaded, info = OmniAVSRForConditionalGeneration.from_pretrained(tmp_path / "new", output_loading_info=True)
     assert info["missing_keys"] == set() and info["unexpected_keys"] == set()
-    assert all(".lora_" in name or "projectors" in name for name, p in loaded.named_parameters() if p.requires_grad)
-    # A folder of the first releases: the same weights under audio_encoder.*, language_model.model.*, ...
+    assert all(param.requires_grad for param in loaded.parameters()), "loading applies no training policy"
+    # The same weights under the layout's names load through transformers' conversion mapping...
+    prefixes = EARLIER_LAYOUTS[layout]
     saved = load_file(tmp_path / "new" / "model.safetensors")
     renamed = {}
     for key, value in saved.items():
-        new = next((prefix for prefix in LEGACY_KEY_PREFIXES.values() if key.startswith(prefix)), None)
-        old = {value: key for key, value in LEGACY_KEY_PREFIXES.items()}.get(new)
-        renamed[key if new is None else old + key[len(new):]] = value
-    assert any(key.startswith("language_model.model.") for key in renamed)
+        new = next((prefix for prefix in prefixes if key.startswith(prefix)), "")
+        renamed[prefixes.get(new, "") + key[len(new):]] = value
+    assert set(renamed) != set(saved)
     (tmp_path / "old").mkdir()
     for name in ("config.json", "generation_config.json"):
         (tmp_path / "old" / name).write_bytes((tmp_path / "new" / name).read_bytes())
     save_file(renamed, tmp_path / "old" / "model.safetensors", metadata={"format": "pt"})
-    old = OmniAVSRForConditionalGeneration.from_pretrained(tmp_path / "old").eval()
+    old, info = OmniAVSRForConditionalGeneration.from_pretrained(tmp_path / "old", output_loading_info=True)
+    assert info["missing_keys"] == set() and info["unexpected_keys"] == set()
     audio, videos = clips
     inputs = processor(audio=audio, videos=videos, sampling_rate=16000, task="avsr")
     with torch.no_grad():
-        torch.testing.assert_close(old(**inputs).logits, model(**inputs).logits, rtol=0, atol=0)
+        torch.testing.assert_close(old.eval()(**inputs).logits, model(**inputs).logits, rtol=0, atol=0)
+    # ... and are saved again under this layout's.
+    old.save_pretrained(tmp_path / "resaved")
+    assert set(load_file(tmp_path / "resaved" / "model.safetensors")) == set(saved)
 
 
 def test_device_map_auto_offloads_to_disk_with_identical_tokens(processor, model, clips, tmp_path):
@@ -282,9 +309,9 @@ def test_missing_weights_get_their_submodels_init(processor, tmp_path):
     save_file({k: v for k, v in weights.items() if k not in dropped}, tmp_path / "model.safetensors",
               metadata={"format": "pt"})
     reloaded = OmniAVSRForConditionalGeneration.from_pretrained(tmp_path)
-    positions = reloaded.audio_encoder.embed_positions.weight
+    positions = reloaded.audio_tower.embed_positions.weight
     torch.testing.assert_close(positions, sinusoids(*positions.shape))
-    assert torch.count_nonzero(reloaded.video_encoder.encoder.pos_conv_embed.conv.bias) == 0
+    assert torch.count_nonzero(reloaded.video_tower.encoder.pos_conv_embed.conv.bias) == 0
 
 
 # ----- media features, output options --------------------------------------------------------------------------
@@ -338,14 +365,15 @@ def test_avhubert_output_options_and_attention_implementations(model_class):
     torch.testing.assert_close(as_tuple[0], first)
 
 
-def test_multitask_output_honours_return_dict(processor, model, clips):
+def test_forward_honours_return_dict(processor, model, clips):
     audio, videos = clips
-    batch = processor(audio=audio, videos=videos, text=TRANSCRIPTS, sampling_rate=16000)
+    inputs = processor(audio=audio, videos=videos, text=TRANSCRIPTS, sampling_rate=16000, task="avsr")
     with torch.no_grad():
-        output = model(**batch, audio_rate=4, video_rate=2)
-        as_tuple = model(**batch, audio_rate=4, video_rate=2, return_dict=False)
+        output = model(**inputs)
+        as_tuple = model(**inputs, return_dict=False)
     assert isinstance(as_tuple, tuple)
     torch.testing.assert_close(as_tuple[0], output.loss)
+    torch.testing.assert_close(as_tuple[1], output.logits)
 
 
 def test_the_merge_compiles_without_graph_breaks(processor, model, clips):
@@ -357,10 +385,12 @@ def test_the_merge_compiles_without_graph_breaks(processor, model, clips):
         video_features = model.get_video_features(inputs["pixel_values_videos"], inputs["video_mask"])
 
     def lm_step(input_ids, attention_mask, audio_tokens, audio_lengths, video_tokens, video_lengths):
-        audio = OmniAVSRMediaOutput(pooler_output=audio_tokens, token_lengths=audio_lengths, rate=4)
-        video = OmniAVSRMediaOutput(pooler_output=video_tokens, token_lengths=video_lengths, rate=2)
-        return model(input_ids=input_ids, attention_mask=attention_mask, task="avsr", audio_features=audio,
-                     video_features=video, use_cache=False).logits
+        media = {
+            "audio": OmniAVSRMediaOutput(pooler_output=audio_tokens, token_lengths=audio_lengths, rate=4),
+            "video": OmniAVSRMediaOutput(pooler_output=video_tokens, token_lengths=video_lengths, rate=2),
+        }
+        inputs_embeds = model.model.merge_media(model.model.embed_tokens(input_ids), input_ids, media)
+        return model(inputs_embeds=inputs_embeds, attention_mask=attention_mask, task="avsr", use_cache=False).logits
 
     arguments = (
         inputs["input_ids"], inputs["attention_mask"], audio_features.pooler_output, audio_features.token_lengths,

@@ -13,6 +13,7 @@ from transformers import (
 
 from omni_avsr import AVHubertVideoConfig, OmniAVSRConfig, OmniAVSRForConditionalGeneration, OmniAVSRProcessor
 from omni_avsr.configuration_omni_avsr import text_vocabulary_size
+from omni_avsr.training.policy import freeze
 
 
 def tiny_tokenizer(with_bos: bool = True) -> PreTrainedTokenizerFast:
@@ -34,11 +35,13 @@ def tiny_processor(with_bos: bool = True) -> OmniAVSRProcessor:
     return OmniAVSRProcessor(feature_extractor=WhisperFeatureExtractor(feature_size=80), tokenizer=tiny_tokenizer(with_bos))
 
 
-def tiny_config(processor: OmniAVSRProcessor, llm: str = "llama", audio: bool = True, video: bool = True, **kwargs):
+def tiny_config(
+    processor: OmniAVSRProcessor, llm: str = "llama", audio: bool = True, video: bool = True, vocab_size=None, **kwargs
+):
     text_kwargs = dict(
         hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, intermediate_size=64,
-        # The LM's vocabulary ends before the placeholders (as assembled or converted models' does).
-        vocab_size=text_vocabulary_size(processor.tokenizer), tie_word_embeddings=True,
+        # By default the LM's vocabulary ends before the placeholders (as assembled or converted models' does).
+        vocab_size=vocab_size or text_vocabulary_size(processor.tokenizer), tie_word_embeddings=True,
     )
     text_config = LlamaConfig(**text_kwargs) if llm == "llama" else Qwen2Config(**text_kwargs)
     options = dict(lora_rank=4, lora_alpha=8, video_lora_rank=4, video_lora_alpha=8, projector_hidden_size=48)
@@ -59,9 +62,15 @@ def tiny_config(processor: OmniAVSRProcessor, llm: str = "llama", audio: bool = 
     return config
 
 
-def tiny_model(processor: OmniAVSRProcessor, seed: int = 0, **kwargs) -> OmniAVSRForConditionalGeneration:
+def tiny_model(
+    processor: OmniAVSRProcessor, seed: int = 0, freeze_language_model: bool = True, **kwargs
+) -> OmniAVSRForConditionalGeneration:
+    """A tiny model under the paper's training policy (encoders frozen, and the LM unless `freeze_language_model` is
+    False); `kwargs` are config options."""
     torch.manual_seed(seed)
-    return OmniAVSRForConditionalGeneration(tiny_config(processor, **kwargs))
+    model = OmniAVSRForConditionalGeneration(tiny_config(processor, **kwargs))
+    freeze(model, language_model=freeze_language_model)
+    return model
 
 
 def randomize_lora(model, seed: int = 0, std: float = 0.1) -> None:

@@ -5,7 +5,7 @@ from collections.abc import Mapping
 import numpy as np
 import torch
 
-from ..configuration_omni_avsr import check_finite
+from ..input_checks import check_finite
 
 
 def check_finite_weights(weights: Mapping, source: str) -> None:

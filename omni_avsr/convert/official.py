@@ -26,7 +26,8 @@ from transformers import AutoConfig, AutoTokenizer, WhisperConfig, WhisperFeatur
 
 from ..command_line import EXPECTED_ERRORS, add_debug_flag, prepare_output_dir, report_error
 from ..configuration_omni_avsr import OmniAVSRConfig, text_vocabulary_size
-from ..modeling_omni_avsr import OmniAVSRForConditionalGeneration, checkpoint_keys_to_model_keys
+from ..conversion_mapping_omni_avsr import rename_checkpoint_keys
+from ..modeling_omni_avsr import OmniAVSRForConditionalGeneration
 from ..processing_omni_avsr import OmniAVSRProcessor
 from . import check_finite_weights, load_converted_weights
 from .avhubert import avhubert_config_from_fairseq, convert_avhubert_state_dict
@@ -184,7 +185,6 @@ def build_config(layout, state_dict, text_config, whisper_config, avhubert_confi
         video_lora_alpha=OFFICIAL_VIDEO_LORA_SCALE * layout["video_lora_rank"],
         task_weights=args.task_weights,
         task_prompts={"asr": args.prompt_asr, "vsr": args.prompt_vsr, "avsr": args.prompt_avsr},
-        train_padding=args.train_padding,
     )
     config.set_token_ids(tokenizer)
     return config
@@ -258,7 +258,7 @@ def convert(args) -> OmniAVSRForConditionalGeneration:
     converted, dropped = convert_official_state_dict(
         state_dict, layout, {"audio": config.audio_rates, "video": config.video_rates}
     )
-    converted = checkpoint_keys_to_model_keys(converted)
+    converted = rename_checkpoint_keys(converted)
     model = OmniAVSRForConditionalGeneration(config)
     expected = model.state_dict()
     missing = sorted(set(expected) - set(converted))
@@ -270,7 +270,6 @@ def convert(args) -> OmniAVSRForConditionalGeneration:
             raise ValueError(f"{key}: checkpoint shape {tuple(value.shape)} != model shape {tuple(expected[key].shape)}.")
     load_converted_weights(model, {key: value.to(expected[key].dtype) for key, value in converted.items()}, source)
     check_prompt_buffers(model, state_dict)
-    model.apply_freezing()
     print(f"Mapped {len(converted)} tensors; dropped {len(dropped)} (prompt buffers, AV-HuBERT pre-training heads).")
     if args.output_dir is not None:
         model.to(getattr(torch, args.dtype)).save_pretrained(args.output_dir)
@@ -300,7 +299,6 @@ def parse_args(argv=None):
     parser.add_argument("--prompt-asr", default="Transcribe speech to text.")
     parser.add_argument("--prompt-vsr", default="Transcribe video to text.")
     parser.add_argument("--prompt-avsr", default="Transcribe speech and video to text.")
-    parser.add_argument("--train-padding", choices=["masked", "official"], default="masked")
     parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32")
     add_debug_flag(parser)
     args = parser.parse_args(argv)

@@ -10,11 +10,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ..media import SAMPLING_RATE, VIDEO_FPS, load_audio
+from ..media import MOUTH_CROP_SIZE, SAMPLING_RATE, VIDEO_FPS, load_audio
 
 
 DEFAULT_SNR_LEVELS = (-5.0, 0.0, 5.0, 10.0, 15.0, 20.0, None)  # None: the clip stays clean
-CROP_SIZE = 88
 
 
 def noise_segment(noise: np.ndarray, length: int, rng: np.random.Generator | int | None = None) -> np.ndarray:
@@ -76,7 +75,7 @@ def time_mask(
     return masked
 
 
-def random_crop(frames: np.ndarray, size: int = CROP_SIZE, rng: np.random.Generator | int | None = None) -> np.ndarray:
+def random_crop(frames: np.ndarray, size: int = MOUTH_CROP_SIZE, rng: np.random.Generator | int | None = None) -> np.ndarray:
     """Crop the same random `size`×`size` window from every frame of (frames, height, width[, channels])."""
     height, width = frames.shape[1:3]
     if height < size or width < size:
@@ -106,7 +105,7 @@ class AudioVisualAugmentation:
         audio_mask_stride: int = SAMPLING_RATE,
         video_mask_window: int = 10,
         video_mask_stride: int = int(VIDEO_FPS),
-        crop_size: int | None = CROP_SIZE,
+        crop_size: int | None = MOUTH_CROP_SIZE,
     ):
         if not snr_levels:
             raise ValueError("snr_levels must name at least one SNR (use None for a clean clip).")

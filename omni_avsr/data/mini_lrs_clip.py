@@ -13,6 +13,7 @@ import numpy as np
 import soundfile
 import soxr
 
+from ..media import SAMPLES_PER_FRAME, SAMPLING_RATE
 from .mini_lrs_espeak import EspeakSynthesizer
 from .mini_lrs_grammar import Sentence
 from .mini_lrs_render import FPS, render_mouth_frames, write_mp4
@@ -20,8 +21,7 @@ from .mini_lrs_speakers import Speaker
 from .mini_lrs_visemes import mouth_trajectory
 
 
-SAMPLE_RATE = 16000
-SAMPLES_PER_FRAME = SAMPLE_RATE // FPS
+SAMPLE_RATE = SAMPLING_RATE
 DATASET_NAME = "mini_lrs"
 _PAUSE_SECONDS = (0.1, 0.35)
 

@@ -9,12 +9,13 @@ the light flickers and the sensor adds noise, so that a lip reader must learn sh
 import av
 import numpy as np
 
+from ..media import VIDEO_FPS
 from .mini_lrs_speakers import Speaker
 from .mini_lrs_visemes import MOUTH_PARAMETERS
 
 
 FRAME_SIZE = 96
-FPS = 25
+FPS = round(VIDEO_FPS)  # the rate the model reads, whole for the MP4 encoder
 _TEETH_COLOUR = np.array([226.0, 221.0, 204.0], np.float32)
 _CAVITY_COLOUR = np.array([38.0, 12.0, 16.0], np.float32)
 _TONGUE_COLOUR = np.array([176.0, 84.0, 90.0], np.float32)

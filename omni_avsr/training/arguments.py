@@ -66,11 +66,7 @@ class ModelArguments:
     lora_alpha: float = field(default=8, metadata={"help": "LM LoRA alpha (scale = alpha / rank)."})
     video_lora_rank: int = field(default=64, metadata={"help": "Video-encoder LoRA bottleneck (0: none)."})
     video_lora_alpha: float = field(default=128, metadata={"help": "Video-encoder LoRA alpha."})
-    freeze_audio_encoder: bool = field(default=True, metadata={"help": "Keep the audio encoder frozen."})
-    freeze_video_encoder: bool = field(default=True, metadata={"help": "Keep the video encoder frozen (LoRA trains)."})
-    freeze_language_model: bool = field(default=True, metadata={"help": "Keep the LM frozen (Omni-LoRA trains)."})
     audio_full_window: bool = field(default=True, metadata={"help": "Encode audio in Whisper's full 30 s window."})
-    train_padding: str = field(default="masked", metadata={"help": "masked, or official (the reference's batching)."})
     quantize_language_model: str | None = field(
         default=None,
         metadata={"help": "4bit (NF4) or 8bit (int8): the frozen LM's linear layers through bitsandbytes, Omni-LoRA "
@@ -84,8 +80,7 @@ class ModelArguments:
         """The `OmniAVSRConfig` options of a newly assembled model."""
         names = (
             "lora_variant", "audio_rates", "video_rates", "task_weights", "compression", "projector_hidden_size",
-            "lora_rank", "lora_alpha", "video_lora_rank", "video_lora_alpha", "freeze_audio_encoder",
-            "freeze_video_encoder", "freeze_language_model", "audio_full_window", "train_padding",
+            "lora_rank", "lora_alpha", "video_lora_rank", "video_lora_alpha", "audio_full_window",
         )
         options = {name: getattr(self, name) for name in names}
         if self.tasks is not None:
@@ -148,8 +143,10 @@ class DataArguments:
 @dataclass
 class OmniAVSRTrainingArguments(TrainingArguments):
     """`TrainingArguments` with the paper's optimiser defaults (AdamW β=(0.9, 0.98), lr 1e-3, weight decay 0.1,
-    cosine schedule) and what this model needs (all dataset columns kept, unused parameters allowed under DDP:
-    the projectors of the rates not sampled in a step get no gradient)."""
+    cosine schedule), what this model needs (all dataset columns kept, unused parameters allowed under DDP: the
+    projectors of the rates not sampled in a step get no gradient) and the training policy, which the model's config
+    does not hold: what trains (`freeze_*`, applied by `omni_avsr.training.policy`), LoRA dropout, the batch padding
+    and the tasks trained."""
 
     learning_rate: float = field(default=1e-3)
     weight_decay: float = field(default=0.1)
@@ -160,6 +157,15 @@ class OmniAVSRTrainingArguments(TrainingArguments):
     prediction_loss_only: bool = field(default=True)
     report_to: str | list[str] = field(default="tensorboard")
     logging_steps: float = field(default=10)
+    freeze_audio_encoder: bool = field(default=True, metadata={"help": "Keep the audio encoder frozen."})
+    freeze_video_encoder: bool = field(default=True, metadata={"help": "Keep the video encoder frozen (LoRA trains)."})
+    freeze_language_model: bool = field(default=True, metadata={"help": "Keep the LM frozen (Omni-LoRA trains)."})
+    lora_dropout: float = field(default=0.0, metadata={"help": "Dropout on the input of the LM's Omni-LoRA adapters."})
+    train_padding: str = field(
+        default="masked",
+        metadata={"help": "masked (each clip keeps its length), or official: the reference's batches, every clip as "
+        "long as the longest (to reproduce its numbers)."},
+    )
     train_tasks: list[str] | None = field(
         default=None,
         metadata={

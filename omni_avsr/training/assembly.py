@@ -3,10 +3,12 @@
 import json
 from pathlib import Path
 
+from torch import nn
 from transformers import (
     AutoConfig,
     AutoModelForCausalLM,
     AutoTokenizer,
+    PreTrainedModel,
     WhisperConfig,
     WhisperFeatureExtractor,
     WhisperModel,
@@ -15,6 +17,7 @@ from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
 from ..components import find_smollm2_gguf, load_language_model
 from ..configuration_avhubert import AVHubertVideoConfig
+from ..configuration_omni_avsr import OmniAVSRConfig, text_vocabulary_size
 from ..convert import load_converted_weights
 from ..convert.avhubert import avhubert_config_from_fairseq, convert_avhubert_state_dict
 from ..convert.fairseq_checkpoint import load_fairseq_checkpoint
@@ -40,7 +43,7 @@ def build_model_and_processor(
         raise ValueError("A new model needs --audio_encoder, --video_encoder or both.")
     language_model, tokenizer = _language_model(model_args, training_texts)
     audio_encoder, feature_extractor = _audio_encoder(model_args.audio_encoder)
-    model = OmniAVSRForConditionalGeneration.from_components(
+    model = assemble_model(
         language_model=language_model,
         tokenizer=OmniAVSRProcessor.prepare_tokenizer(tokenizer),
         audio_encoder=audio_encoder,
@@ -49,6 +52,59 @@ def build_model_and_processor(
     )
     # The processor saved with the model must default to the model's own rates and tasks, not the paper's.
     return model, OmniAVSRProcessor.for_model(model.config, feature_extractor, tokenizer)
+
+
+def assemble_model(
+    language_model: PreTrainedModel,
+    tokenizer,
+    audio_encoder: PreTrainedModel | None = None,
+    video_encoder: PreTrainedModel | None = None,
+    **config_kwargs,
+) -> OmniAVSRForConditionalGeneration:
+    """A new Omni-AVSR model from pretrained parts: a causal LM, its tokenizer with the Omni-AVSR markers and
+    placeholders (`OmniAVSRProcessor.prepare_tokenizer`), a Whisper encoder (`WhisperModel.encoder` or
+    `WhisperEncoder`) and/or an `AVHubertVideoModel`. `config_kwargs` are `OmniAVSRConfig` options (rates,
+    `lora_variant`, ...). The LM's embeddings are resized to cover the tokenizer but its placeholders (new rows: mean
+    of the old ones) before copying.
+    """
+    vocabulary = text_vocabulary_size(tokenizer)
+    if language_model.get_input_embeddings().num_embeddings < vocabulary:
+        language_model.resize_token_embeddings(vocabulary)
+    config = OmniAVSRConfig(
+        audio_config=audio_encoder.config if audio_encoder is not None else None,
+        video_config=video_encoder.config if video_encoder is not None else None,
+        text_config=language_model.config,
+        **config_kwargs,
+    )
+    config.set_token_ids(tokenizer)
+    model = OmniAVSRForConditionalGeneration(config)
+    for target, source in (
+        (model.model.audio_tower, audio_encoder),
+        (model.model.video_tower, video_encoder),
+        (model.model.language_model, language_model.get_decoder()),
+    ):
+        if source is not None:
+            _load_into_lora_wrapped(target, source.state_dict())
+    if not config.tie_word_embeddings:
+        model.lm_head.load_state_dict(language_model.get_output_embeddings().state_dict())
+    return model
+
+
+def _load_into_lora_wrapped(module: nn.Module, state_dict: dict) -> None:
+    """Load a plain state dict into `module` whose linear layers may be wrapped by peft (`x.base_layer.weight`)."""
+    target_keys = set(module.state_dict())
+    mapped = {}
+    for key, value in state_dict.items():
+        prefix, _, leaf = key.rpartition(".")
+        wrapped_key = f"{prefix}.base_layer.{leaf}"
+        mapped[key if key in target_keys or wrapped_key not in target_keys else wrapped_key] = value
+    missing, unexpected = module.load_state_dict(mapped, strict=False)
+    missing = [key for key in missing if ".lora_" not in key]
+    if missing or unexpected:
+        raise ValueError(
+            f"Component weights do not fit the {type(module).__name__} built from the config: missing {missing[:5]}, "
+            f"unexpected {unexpected[:5]}."
+        )
 
 
 def _is_config_file(path: str) -> bool:

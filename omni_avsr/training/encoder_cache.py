@@ -50,8 +50,9 @@ class FrozenVideoEncoderCache:
 
 def cache_frozen_video_encoder(encoder: nn.Module) -> FrozenVideoEncoderCache:
     """Make `encoder` reuse each clip's features (see the module docstring). Its forward is replaced on this instance
-    only, as accelerate's hooks do, so its weights and their names in checkpoints stay as they are. The model keeps a
-    frozen encoder in eval mode while it trains (no dropout), so its output is a function of the frames."""
+    only, as accelerate's hooks do, so its weights and their names in checkpoints stay as they are. The trainer keeps a
+    frozen encoder in eval mode at every step (`training.policy`: no dropout), so its output is a function of the
+    frames."""
     if any(parameter.requires_grad for parameter in encoder.parameters()):
         raise ValueError(
             "Only a frozen video encoder (no trainable parameters, no LoRA) can reuse its output: a trained encoder's "

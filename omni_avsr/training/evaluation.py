@@ -12,12 +12,11 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from ..command_line import prepare_output_dir, write_text_atomically
-from ..configuration_omni_avsr import TASK_MODALITIES, media_inputs
+from ..configuration_omni_avsr import TASK_MODALITIES
+from ..media import VIDEO_FPS
+from ..modeling_omni_avsr import AUDIO_FRAMES_PER_SECOND
+from ..processing_omni_avsr import media_inputs, pad_rows
 from ..data.augment import add_noise
-
-
-AUDIO_FRAMES_PER_SECOND = 50
-VIDEO_FRAMES_PER_SECOND = 25
 
 
 @dataclass(frozen=True)
@@ -33,7 +32,7 @@ class EvaluationCell:
     def llm_tokens_per_second(self) -> float:
         """Media tokens the LM reads per second of input: the cost axis of the elastic trade-off."""
         tokens = AUDIO_FRAMES_PER_SECOND / self.audio_rate if self.audio_rate else 0.0
-        return tokens + (VIDEO_FRAMES_PER_SECOND / self.video_rate if self.video_rate else 0.0)
+        return tokens + (VIDEO_FPS / self.video_rate if self.video_rate else 0.0)
 
     @property
     def label(self) -> str:
@@ -115,8 +114,6 @@ def evaluate_wer(
     """
     if any(cell.snr_db is not None for cell in cells) and noise is None:
         raise ValueError("Cells with an SNR need a babble-noise recording (`noise`).")
-    # A WER of randomly initialised weights (a folder whose config does not describe them) would be reported as real.
-    model.check_weights_loaded()
     model.eval()
     results_path = Path(output_dir) / "results.json" if output_dir is not None else None
     rows = json.loads(results_path.read_text()) if results_path is not None and results_path.exists() else []
@@ -168,14 +165,22 @@ def encode_clips(model, processor, audio: list | None, frames: list | None, moda
 
 
 def decode_cell(model, processor, encoded: dict, cell: EvaluationCell, **generate_kwargs) -> list[str]:
-    """The transcripts of a cell's task at its rates, from media `encode_clips` encoded (compress, project, decode)."""
+    """The transcripts of a cell's task at its rates, from media `encode_clips` encoded: compressed and projected at
+    the rates, merged into the prompt the processor lays out for their token counts, and decoded with the prompt
+    prefilled once per clip (not per beam)."""
     rates = {"audio": cell.audio_rate, "video": cell.video_rate}
     features = {
-        f"{modality}_features": model.model.project_media(modality, *encoded[modality], rates[modality])
+        modality: model.model.project_media(modality, *encoded[modality], rates[modality])
         for modality in TASK_MODALITIES[cell.task]
     }
-    inputs_embeds, attention_mask = model.prompt_embeddings(cell.task, **features)
-    tokens = model.generate(inputs_embeds=inputs_embeds, attention_mask=attention_mask, task=cell.task, **generate_kwargs)
+    counts = {modality: value.token_lengths.tolist() for modality, value in features.items()}
+    rows, _ = processor.task_rows(cell.task, counts)
+    input_ids, attention_mask = (tensor.to(model.device) for tensor in pad_rows(rows, processor.tokenizer.pad_token_id, "left"))
+    inputs_embeds = model.model.merge_media(model.model.embed_tokens(input_ids), input_ids, features)
+    tokens = model.generate(
+        inputs_embeds=inputs_embeds, attention_mask=attention_mask, task=cell.task, share_prompt_prefill=True,
+        **generate_kwargs,
+    )
     return processor.decode_transcripts(tokens)
 
 

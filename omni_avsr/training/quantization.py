@@ -33,8 +33,11 @@ def quantize_language_model(model, quantization: str | None) -> None:
     check_quantization(quantization)
     if quantization is None:
         return
-    if not model.config.freeze_language_model:
-        raise ValueError("quantize_language_model needs freeze_language_model=True: quantised weights do not train.")
+    if any(param.requires_grad for name, param in model.language_model.named_parameters() if ".lora_" not in name):
+        raise ValueError(
+            "quantize_language_model needs a frozen language model (--freeze_language_model true, the default): "
+            "quantised weights do not train."
+        )
     import bitsandbytes as bnb
 
     device = model.lm_head.weight.device

@@ -3,15 +3,22 @@
 import hashlib
 from collections import defaultdict
 from functools import partial
+from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader
 from transformers import Trainer
 from transformers.trainer_utils import seed_worker
 
+from ..command_line import write_text_atomically
 from ..configuration_omni_avsr import TASKS
 from ..data.lrs import set_augmentation_epoch
 from ..data.sampler import FrameBudgetBatchSampler
+from .matryoshka import matryoshka_step
+from .policy import keep_frozen_encoders_in_eval_mode
+
+
+TRAINING_ARGS_FILE = "training_args.json"
 
 
 class AugmentationEpochBatchSampler(FrameBudgetBatchSampler):
@@ -37,8 +44,9 @@ class OmniAVSRTrainer(Trainer):
     length-bucketed batching; `per_device_train_batch_size` is not used for training) and whose logs carry the
     per-task losses next to the weighted total. `args.train_tasks` restricts the tasks trained (all by default).
 
-    The multi-task loss needs nothing special from the training step: the model runs all tasks in one LM call with
-    adapters routed per row, so one backward gives every adapter its gradient (also under activation checkpointing).
+    Each batch (clips and transcripts, `OmniAVSRDataCollator`) is one efficient-matryoshka step
+    (`omni_avsr.training.matryoshka`): one rate pair, the encoders once, all tasks in one LM call with adapters routed
+    per row, so one backward gives every adapter its gradient (also under activation checkpointing).
     """
 
     def __init__(self, *args, max_frames_per_batch: int = 1500, max_clips_per_batch: int | None = None, **kwargs):
@@ -77,10 +85,14 @@ class OmniAVSRTrainer(Trainer):
         return dataloader
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        train_tasks = getattr(self.args, "train_tasks", None)
-        if model.training and train_tasks:
-            inputs = {**inputs, "tasks": train_tasks}
-        outputs = model(**inputs)
+        unwrapped = self.accelerator.unwrap_model(model)
+        if unwrapped.config.model_type == "omni_avsr":
+            if model.training:
+                keep_frozen_encoders_in_eval_mode(unwrapped, self.args.freeze_audio_encoder, self.args.freeze_video_encoder)
+            tasks = self.args.train_tasks if model.training else None
+            outputs = matryoshka_step(model, self.processing_class, inputs, tasks=tasks, padding=self.args.train_padding)
+        else:  # the CTC lip reader (run_lip_reading_ctc.py): its own loss
+            outputs = model(**inputs)
         if model.training:
             for task in TASKS:
                 task_loss = outputs.get(f"{task}_loss")
@@ -99,11 +111,14 @@ class OmniAVSRTrainer(Trainer):
 
     def save_final_model(self, train_output) -> None:
         """The trained model with its processor (`save_model` writes both, so the folder loads on its own), the
-        training metrics and the trainer state into `output_dir`."""
+        training metrics, the trainer state and the training arguments as JSON (`training_args.json`: the training
+        policy the model card states, which the model's config does not hold) into `output_dir`."""
         self.save_model()
         self.log_metrics("train", train_output.metrics)
         self.save_metrics("train", train_output.metrics)
         self.save_state()
+        if self.is_world_process_zero():
+            write_text_atomically(Path(self.args.output_dir) / TRAINING_ARGS_FILE, self.args.to_json_string())
 
     def check_replicas_in_sync(self) -> str:
         """Fingerprint of all parameters, compared across processes: DDP replicas must end identical.
