@@ -20,8 +20,10 @@ $(STAMP): setup.py requirements/constraints.txt
 
 install: $(STAMP)
 
+# Two pytest workers of one thread each, a test file per worker: most tests are small models, where one process
+# leaves a core idle; torch's two threads fighting a second worker for the cores would be slower than one each.
 test: $(STAMP)
-	$(PY) -m pytest tests -q
+	OMP_NUM_THREADS=1 $(PY) -m pytest tests -q -n 2 --dist loadfile
 
 # The demo in resumable steps; each one's last output is a make target, so a rerun skips finished steps and an
 # interrupted training resumes from its last checkpoint. README "The demo" says what each step does and why.
