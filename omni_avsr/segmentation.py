@@ -37,7 +37,8 @@ SPEECH_PAD_SECONDS = 0.3
 """Kept on each side of detected speech: the lips move before the sound starts and after it ends (a /p/ closes them
 first), so a segment cut at the sound's edge loses visemes. On the long-form test recording (20 Mini-LRS test clips,
 the demo's model) pads of 0.1, 0.2, 0.3 and 0.5 s gave lip reading 20.0, 10.8, 9.2 and 25.8 % WER (the clips one by
-one: 9.2 %; 0.5 s made segments longer than the model's limit)."""
+one: 9.2 %; the pads are kept within the segment limit, so at 0.5 s the 2.96 s limit of that model left too little
+for a sentence, which was split)."""
 
 
 @dataclass(frozen=True)
@@ -129,7 +130,7 @@ def segments_from_probabilities(
     regions = silero.get_speech_timestamps_from_probs(
         probabilities,
         sampling_rate=VAD_SAMPLING_RATE,
-        max_speech_duration_s=_unpadded_limit(max_seconds),
+        max_speech_duration_s=max_seconds,  # Silero keeps room for both pads within it
         audio_length_samples=num_samples,
         speech_pad_ms=round(1000 * SPEECH_PAD_SECONDS),
         min_silence_duration_ms=200,
@@ -162,11 +163,6 @@ def _whole_frames(segment: Segment, max_seconds: float) -> Segment:
     return Segment(first / VIDEO_FPS, last / VIDEO_FPS)
 
 
-def _unpadded_limit(max_seconds: float) -> float:
-    """The longest stretch of speech whose padded segment still fits in `max_seconds`."""
-    return max(max_seconds - 2 * SPEECH_PAD_SECONDS, max_seconds / 2)
-
-
 def _silero():
     """The `silero_vad` package, or `None` where it is not installed. Importing it sets torch to one thread for the
     whole process; the model's decoding needs them all, so the count is put back."""
@@ -188,7 +184,7 @@ def _energy_speech_probabilities(windows: np.ndarray) -> list[float]:
 def _energy_regions(probabilities: list[float], num_samples: int, max_seconds: float) -> list[dict]:
     """Runs of loud windows, joined across gaps shorter than 0.2 s, cut so that each fits `max_seconds` once padded,
     then padded as Silero pads (into at most half of the gap to a neighbour)."""
-    limit = _unpadded_limit(max_seconds) * VAD_SAMPLING_RATE - VAD_WINDOW_SAMPLES
+    limit = (max_seconds - 2 * SPEECH_PAD_SECONDS) * VAD_SAMPLING_RATE - VAD_WINDOW_SAMPLES  # Silero's own limit
     loud = np.flatnonzero(np.asarray(probabilities) > 0.5)
     regions = []
     for index in loud:

@@ -232,7 +232,9 @@ def test_a_stretch_without_a_face_is_transcribed_from_the_audio_and_noted(real_c
     noted = [chunk for chunk in result["chunks"] if "note" in chunk]
     assert noted and all("no face" in chunk["note"] and "(asr)" in chunk["note"] for chunk in noted)
     start, end = len(clip.frames) / VIDEO_FPS, 2 * len(clip.frames) / VIDEO_FPS
-    assert all(start - 1.0 <= chunk["timestamp"][0] and chunk["timestamp"][1] <= end + 1.0 for chunk in noted)
+    for chunk in noted:  # a chunk is noted when most of its frames have no face: most of it lies in the blank stretch
+        first, last = chunk["timestamp"]
+        assert min(last, end) - max(first, start) >= (last - first) / 2 - 0.2, (chunk, start, end)
     assert len(noted) < len(result["chunks"])
     lip_reading = transcriber(str(video), task="vsr", return_timestamps=True, chunk_length_s=4)
     assert all(chunk["text"] == "" for chunk in lip_reading["chunks"] if "note" in chunk)
@@ -257,7 +259,7 @@ def test_undecodable_packets_cost_only_their_stretch(recording, transcriber, tmp
 
 def test_demo_model_reads_a_long_recording_as_well_as_its_clips(recording):
     """With the demo's trained model (after `make demo`): the long-form WER is within 1.25× + 2 points of the same
-    clips decoded one by one, for ASR and AVSR."""
+    clips decoded one by one, for every task (lip reading is the one that suffers when a cut loses visemes)."""
     folder = Path(__file__).resolve().parents[1] / "outputs" / "demo" / "omni_avsr_st"
     if not (folder / "model.safetensors").is_file():
         pytest.skip(f"the demo's model is not at {folder}: run `make demo` first")
@@ -266,7 +268,7 @@ def test_demo_model_reads_a_long_recording_as_well_as_its_clips(recording):
 
     recognizer = pipeline("audio-visual-speech-recognition", model=str(folder), batch_size=8)
     reference = " ".join(recording.texts)
-    for task in ("asr", "avsr"):
+    for task in ("asr", "vsr", "avsr"):
         for path in (recording.video, recording.paired):
             long_form = recognizer(str(path), task=task)["text"]
             clips = " ".join(output["text"] for output in recognizer(recording.clips, task=task))
