@@ -133,23 +133,17 @@ class MediaStream:
                 resampler = None if rate == SAMPLING_RATE else soxr.ResampleStream(rate, SAMPLING_RATE, 1)
                 to_float = av.AudioResampler(format="fltp")  # the sample format only: layout and rate stay the file's
                 start, emitted = None, 0
-                for packet in container.demux(stream):
-                    try:
-                        decoded = packet.decode()
-                    except av.error.FFmpegError:
-                        self._packet_fault(packet, "undecodable audio (silence in its place)")
-                        continue
-                    for frame in decoded:
-                        if frame.time is not None:
-                            start = frame.time if start is None else start
-                            missing = round((frame.time - start) * rate) - emitted
-                            if missing > _GAP_TOLERANCE_S * rate:
-                                yield _to_16k_mono(np.zeros((1, missing), np.float32), resampler, last=False)
-                                emitted += missing
-                        for converted in to_float.resample(frame):
-                            samples = converted.to_ndarray()
-                            emitted += samples.shape[1]
-                            yield _to_16k_mono(samples, resampler, last=False)
+                for frame in self._decoded(container, stream, "undecodable audio (silence in its place)"):
+                    if frame.time is not None:
+                        start = frame.time if start is None else start
+                        missing = round((frame.time - start) * rate) - emitted
+                        if missing > _GAP_TOLERANCE_S * rate:
+                            yield _to_16k_mono(np.zeros((1, missing), np.float32), resampler, last=False)
+                            emitted += missing
+                    for converted in to_float.resample(frame):
+                        samples = converted.to_ndarray()
+                        emitted += samples.shape[1]
+                        yield _to_16k_mono(samples, resampler, last=False)
                 for converted in to_float.resample(None):
                     yield _to_16k_mono(converted.to_ndarray(), resampler, last=False)
                 if resampler is not None:
@@ -189,29 +183,23 @@ class MediaStream:
                 stream.thread_type = "AUTO"
                 interval = 1 / float(stream.average_rate or VIDEO_FPS)
                 chunk, shown, start, time, target = [], None, None, -interval, 0
-                for packet in container.demux(stream):
-                    try:
-                        decoded = packet.decode()
-                    except av.error.FFmpegError:
-                        self._packet_fault(packet, "undecodable video (the last frame held)")
-                        continue
-                    for frame in decoded:
-                        previous = time
-                        if frame.time is None:
-                            time += interval
-                        else:
-                            start = frame.time if start is None else start
-                            time = frame.time - start
-                        interval = time - previous if shown is not None and time > previous else interval
-                        image = _to_grayscale(_shrink(upright_rgb(frame)[None], MAX_FACE_FRAME_SIDE)[0])
-                        # Instants before this frame's time show the frame before it (the first frame, before any).
-                        while target / VIDEO_FPS + TIMESTAMP_SLACK_S < time:
-                            chunk.append(image if shown is None else shown)
-                            target += 1
-                        shown = image
-                        if len(chunk) >= _VIDEO_CHUNK_FRAMES:
-                            yield np.stack(chunk)
-                            chunk = []
+                for frame in self._decoded(container, stream, "undecodable video (the last frame held)"):
+                    previous = time
+                    if frame.time is None:
+                        time += interval
+                    else:
+                        start = frame.time if start is None else start
+                        time = frame.time - start
+                    interval = time - previous if shown is not None and time > previous else interval
+                    image = _to_grayscale(_shrink(upright_rgb(frame)[None], MAX_FACE_FRAME_SIDE)[0])
+                    # Instants before this frame's time show the frame before it (the first frame, before any).
+                    while target / VIDEO_FPS + TIMESTAMP_SLACK_S < time:
+                        chunk.append(image if shown is None else shown)
+                        target += 1
+                    shown = image
+                    if len(chunk) >= _VIDEO_CHUNK_FRAMES:
+                        yield np.stack(chunk)
+                        chunk = []
                 if shown is None:
                     raise ValueError(f"{self.path} contains no video frames.")
                 while target / VIDEO_FPS + TIMESTAMP_SLACK_S < time + interval:
@@ -240,6 +228,16 @@ class MediaStream:
             span = Segment(first / VIDEO_FPS, last / VIDEO_FPS)
             faults = [fault for fault in self.faults if fault.start < span.end and fault.end > span.start]
             yield SegmentMedia(span, samples, frames, face_found, faults)
+
+    def _decoded(self, container, stream, fault: str) -> Iterator:
+        """The stream's decoded frames in order; a packet that cannot be decoded is noted as `fault` and skipped."""
+        for packet in container.demux(stream):
+            try:
+                decoded = packet.decode()
+            except av.error.FFmpegError:
+                self._packet_fault(packet, fault)
+                continue
+            yield from decoded
 
     def _packet_fault(self, packet: av.Packet, what: str) -> None:
         """Record a packet that could not be decoded; faults of one kind less than a second apart make one range."""
