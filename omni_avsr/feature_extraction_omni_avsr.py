@@ -27,7 +27,7 @@ def prepare_audio(
     if sampling_rate is None:
         raise ValueError(
             "`sampling_rate` is required with `audio` (expected 16000 Hz): a waveform at the wrong rate would be "
-            "transcribed silently wrong."
+            "transcribed silently wrong (librosa.load, for one, returns 22050 Hz unless given sr=16000)."
         )
     if isinstance(sampling_rate, bool) or not isinstance(sampling_rate, numbers.Integral) or sampling_rate <= 0:
         raise ValueError(

@@ -24,7 +24,13 @@ from .input_checks import check_batch_sizes, check_task_media
 from .media import MAX_CLIP_SECONDS, MOUTH_CROP_SIZE, SAMPLING_RATE, align_audio_to_frames, check_clip_duration
 from .modeling_omni_avsr import audio_encoder_frames, compressed_length
 from .segmentation import DEFAULT_SEGMENT_SECONDS, check_segment_seconds
-from .video_processing_omni_avsr import check_video_settings, normalize_frames, pad_videos, prepare_frames
+from .video_processing_omni_avsr import (
+    check_video_kwargs,
+    check_video_settings,
+    normalize_frames,
+    pad_videos,
+    prepare_frames,
+)
 
 
 IGNORE_INDEX = -100
@@ -37,9 +43,12 @@ def media_inputs(inputs) -> dict:
     return {name: inputs[name] for names in MEDIA_INPUTS.values() for name in names if name in inputs}
 
 
-def pad_rows(rows: list[list[int]], value: int, side: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Token id lists padded with `value` on `side` into one (rows, longest) tensor, and its attention mask."""
-    length = max(len(row) for row in rows)
+def pad_rows(
+    rows: list[list[int]], value: int, side: str, length: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token id lists padded with `value` on `side` into one (rows, `length`, default the longest) tensor, and its
+    attention mask."""
+    length = max(len(row) for row in rows) if length is None else length
     ids = torch.full((len(rows), length), value, dtype=torch.long)
     mask = torch.zeros((len(rows), length), dtype=torch.long)
     for index, row in enumerate(rows):
@@ -114,10 +123,38 @@ class SequenceTokens:
         ]
 
 
+class OmniAVSRAudioKwargs(AudioKwargs, total=False):
+    """`resample`: resample audio that is not at 16 kHz (with soxr) instead of refusing it (default: refuse)."""
+
+    resample: bool | None
+
+
 class OmniAVSRProcessorKwargs(ProcessingKwargs, total=False):
-    audio_kwargs: AudioKwargs
+    audio_kwargs: OmniAVSRAudioKwargs
     videos_kwargs: VideosKwargs
     text_kwargs: TextKwargs
+
+
+# What each structured group may hold, and why the rest of transformers' keys cannot apply. A flat argument goes to
+# every group that takes it (transformers' routing), so only keys given inside a group's own dict are checked.
+SUPPORTED_CALL_KWARGS = {
+    "audio_kwargs": (
+        {"sampling_rate", "resample", "return_tensors"},
+        "the audio encoder reads Whisper's fixed 30 s window, so audio padding and truncation are not settings",
+    ),
+    "videos_kwargs": (
+        {"do_sample_frames", "fps", "num_frames", "return_tensors"},
+        "the lips are read at every frame of a 25 fps clip, cropped and normalised as the processor's "
+        "video_crop_size / video_mean / video_std say",
+    ),
+    "text_kwargs": (
+        {
+            "padding", "padding_side", "max_length", "pad_to_multiple_of", "truncation", "add_special_tokens",
+            "return_attention_mask", "return_tensors",
+        },
+        "the processor lays out the sequence itself",
+    ),
+}
 
 
 class OmniAVSRProcessor(ProcessorMixin):
@@ -159,7 +196,7 @@ class OmniAVSRProcessor(ProcessorMixin):
     """
 
     valid_processor_kwargs = OmniAVSRProcessorKwargs
-    text_kwargs = {"padding_side": "left"}
+    text_kwargs = {"padding": True, "padding_side": "left"}
 
     def __init__(
         self,
@@ -185,6 +222,10 @@ class OmniAVSRProcessor(ProcessorMixin):
         self.video_rates = list(video_rates)
         self.tasks = list(tasks or TASKS)
         self.task_prompts = {**DEFAULT_TASK_PROMPTS, **(task_prompts or {})}
+        if self._auto_class is not None:
+            # What `save_pretrained` writes for remote code, set from the start so that a processor's dict is the
+            # same before saving, after saving and once loaded (loading drops the key).
+            self.auto_map = {self._auto_class: f"{type(self).__module__.split('.')[-1]}.{type(self).__name__}"}
         super().__init__(feature_extractor, self.prepare_tokenizer(tokenizer))
 
     @classmethod
@@ -271,8 +312,6 @@ class OmniAVSRProcessor(ProcessorMixin):
         audio_rate: int | None = None,
         video_rate: int | None = None,
         prompt: str | list[str] | None = None,
-        sampling_rate: int | None = None,
-        resample: bool = False,
         **kwargs: Unpack[OmniAVSRProcessorKwargs],
     ) -> BatchFeature:
         r"""
@@ -282,27 +321,38 @@ class OmniAVSRProcessor(ProcessorMixin):
             videos (`np.ndarray` or list of them): uint8 frames (frames, height, width) or (frames, height, width,
                 channels) with 1 or 3 channels, 25 fps mouth crops (auto-avsr: 96×96). With `audio` too, each
                 waveform is cut or zero-padded to its clip's `frames × 640` samples (a warning past 1 s of mismatch).
-            text (`str` or list of `str`): transcripts, for `labels`.
+            text (`str` or list of `str`): transcripts. Alone, they are tokenised as the tokenizer does (`input_ids`,
+                `attention_mask`); with a task, they follow the prompt (and `labels` mark them); with media and no
+                task, they are the `labels` of a training batch.
             task (`str`, *optional*): `"asr"`, `"vsr"` or `"avsr"`: lay out that task's sequence (`input_ids`). Without
                 a task (and without `prompt`) only the media and the transcripts are returned: a training batch.
             audio_rate, video_rate (`int`, *optional*): compression rates of the sequence (default: the finest).
             prompt (`str` or list of `str`, *optional*): an instruction of your own (context words, ...) instead of
                 the task's; with no `task`, the task follows from the media.
-            sampling_rate (`int`): the audio's sampling rate; required with `audio`.
-            resample (`bool`): resample audio that is not at 16 kHz instead of refusing it.
-            audio_kwargs, videos_kwargs, text_kwargs, common_kwargs, padding_side, return_tensors: transformers'
-                structured processor arguments (`padding_side` of `input_ids`, default `"left"` for generation;
-                `return_tensors` `"pt"` (default) or `"np"`).
+            kwargs: transformers' processor arguments, flat or grouped (`audio_kwargs`, `videos_kwargs`,
+                `text_kwargs`, `common_kwargs`), routed as transformers routes them:
+                - `sampling_rate` (required with `audio`: unlike transformers' feature extractors, which warn and
+                  assume their rate, a missing rate is refused, because `librosa.load` returns 22.05 kHz by default
+                  and such audio would be transcribed silently wrong) and `resample` (default False: refuse audio at
+                  another rate than 16 kHz).
+                - `padding` (default True: the longest row), `max_length`, `pad_to_multiple_of`, `truncation`,
+                  `padding_side` (default `"left"`, for generation) of `input_ids`; a row is never cut (that would
+                  drop media placeholders or words), so one longer than `max_length` is refused.
+                - `do_sample_frames`, `fps`, `num_frames`: accepted only as "every frame of a 25 fps clip".
+                - `return_tensors`: `"pt"` (default) or `"np"`.
+                A name no part of the processor takes is refused (transformers ignores it with a warning), so that a
+                misspelt or misplaced setting is not silently dropped.
         """
         output_kwargs = self._merge_call_kwargs(kwargs)
         if audio is None and videos is None and text is None:
             raise ValueError("OmniAVSRProcessor needs at least one of `audio`, `videos` or `text`.")
-        sampling_rate = sampling_rate if sampling_rate is not None else output_kwargs["audio_kwargs"].get("sampling_rate")
-        return_tensors = output_kwargs["common"].get("return_tensors", "pt")
+        audio_kwargs, text_kwargs = output_kwargs["audio_kwargs"], output_kwargs["text_kwargs"]
+        return_tensors = output_kwargs["common"]["return_tensors"]
         data = {}
         batch_sizes = {}
         clips, waveforms = None, []
         if videos is not None:
+            check_video_kwargs(output_kwargs["videos_kwargs"])
             clips = [
                 normalize_frames(self.prepare_frames(clip, f"videos[{index}]"), *self.video_settings)
                 for index, clip in enumerate(_as_batch(videos, "videos"))
@@ -311,7 +361,9 @@ class OmniAVSRProcessor(ProcessorMixin):
             data["pixel_values_videos"], data["video_mask"] = pad_videos(clips)
         if audio is not None:
             num_frames = [clip.shape[0] for clip in clips] if clips is not None else None
-            waveforms = self._prepare_waveforms(audio, sampling_rate, resample, num_frames)
+            waveforms = self._prepare_waveforms(
+                audio, audio_kwargs.get("sampling_rate"), bool(audio_kwargs.get("resample")), num_frames
+            )
             batch_sizes["audio"] = len(waveforms)
             data["input_features"], data["input_features_mask"] = log_mel_features(self.feature_extractor, waveforms)
         texts = None
@@ -320,29 +372,43 @@ class OmniAVSRProcessor(ProcessorMixin):
             batch_sizes["text"] = len(texts)
         check_batch_sizes(batch_sizes)
         if task is None and prompt is None:
-            if texts is not None:
+            if texts is not None and not data:
+                data.update(self._tokenize_text(texts, text_kwargs))
+            elif texts is not None:
                 data["labels"] = self._transcript_labels(texts)
         else:
-            data.update(
-                self._sequences(
-                    data, texts, task, audio_rate, video_rate, prompt, output_kwargs["text_kwargs"]["padding_side"]
-                )
-            )
+            data.update(self._sequences(data, texts, task, audio_rate, video_rate, prompt, text_kwargs))
             if data["task"] == "asr":
                 for index, waveform in enumerate(waveforms):
                     check_not_silent(waveform, f"audio[{index}]")
         return BatchFeature(data=data, tensor_type=return_tensors)
 
     def _merge_call_kwargs(self, kwargs: dict) -> dict:
-        """transformers' structured kwargs, with a clear error for a name no part of the processor takes."""
-        known = set(OmniAVSRProcessorKwargs.__annotations__) | {"common_kwargs", "padding_side", "return_tensors"}
-        unexpected = sorted(set(kwargs) - known)
+        """transformers' structured kwargs, with a clear error for a name no part of the processor takes or a grouped
+        setting the processor cannot apply."""
+        groups = set(SUPPORTED_CALL_KWARGS) | {"common_kwargs", "images_kwargs"}
+        routable = {
+            key
+            for group in ("audio_kwargs", "videos_kwargs", "text_kwargs")
+            for key in OmniAVSRProcessorKwargs.__annotations__[group].__annotations__
+        }
+        unexpected = sorted(set(kwargs) - groups - routable)
         if unexpected:
             raise ValueError(
                 f"Unexpected arguments to OmniAVSRProcessor: {unexpected}; expected audio/videos/text, task, audio_rate, "
-                "video_rate, prompt, sampling_rate, resample, padding_side, return_tensors or the structured "
-                "audio_kwargs/videos_kwargs/text_kwargs/common_kwargs."
+                "video_rate, prompt, transformers' processor arguments (sampling_rate, resample, padding, max_length, "
+                "padding_side, return_tensors, ...) or the structured audio_kwargs/videos_kwargs/text_kwargs/"
+                "common_kwargs."
             )
+        for group, (supported, reason) in SUPPORTED_CALL_KWARGS.items():
+            unsupported = sorted(set(kwargs.get(group) or {}) - supported)
+            if unsupported:
+                raise ValueError(
+                    f"{group} {unsupported} cannot be applied by OmniAVSRProcessor: {reason}. Expected only "
+                    f"{sorted(supported)} in {group}."
+                )
+        if kwargs.get("images_kwargs"):
+            raise ValueError("OmniAVSRProcessor takes no images: expected audio and/or lip videos, not images_kwargs.")
         # Not the tokenizer's own init kwargs: a tokenizer saved with padding_side="right" must not turn the
         # generation prompts' left padding around (the processor pads the ids itself).
         merged = self._merge_kwargs(OmniAVSRProcessorKwargs, **kwargs)
@@ -360,7 +426,15 @@ class OmniAVSRProcessor(ProcessorMixin):
         merged["common"] = {"return_tensors": return_tensors}
         return merged
 
-    def _sequences(self, data, texts, task, audio_rate, video_rate, prompt, padding_side) -> dict:
+    def _tokenize_text(self, texts: list[str], text_kwargs: dict) -> dict:
+        """Text alone, tokenised as the tokenizer does with the call's text settings (characters it cannot represent
+        are refused, as for transcripts)."""
+        self.transcript_ids(texts, [f"text[{index}]" for index in range(len(texts))])
+        settings = {key: value for key, value in text_kwargs.items() if key != "return_tensors"}
+        encoded = self.tokenizer(texts, **settings)
+        return {key: encoded[key] for key in ("input_ids", "attention_mask") if key in encoded}
+
+    def _sequences(self, data, texts, task, audio_rate, video_rate, prompt, text_kwargs: dict) -> dict:
         """`input_ids`, `attention_mask` (and `labels` with transcripts) of one task, placeholders expanded."""
         available = {modality for modality, key in (("audio", "input_features"), ("video", "pixel_values_videos")) if key in data}
         task = check_task(task, self.tasks) if task is not None else default_task(available, self.tasks)
@@ -379,10 +453,12 @@ class OmniAVSRProcessor(ProcessorMixin):
             names = [f"text[{index}]" for index in range(len(texts))]
             transcripts = [ids + [eos] for ids in self.transcript_ids(texts, names)]
         rows, row_labels = self.task_rows(task, counts, transcripts, self._prompt_ids(prompt, batch_size))
-        input_ids, attention_mask = pad_rows(rows, self.tokenizer.pad_token_id, padding_side)
+        length = padded_length([len(row) for row in rows], text_kwargs)
+        padding_side = text_kwargs["padding_side"]
+        input_ids, attention_mask = pad_rows(rows, self.tokenizer.pad_token_id, padding_side, length)
         output = {"input_ids": input_ids.numpy(), "attention_mask": attention_mask.numpy()}
         if texts is not None:
-            output["labels"] = pad_rows(row_labels, IGNORE_INDEX, padding_side)[0].numpy()
+            output["labels"] = pad_rows(row_labels, IGNORE_INDEX, padding_side, length)[0].numpy()
         for modality in {"audio", "video"} - set(needs):
             # The task does not read this modality: its tensors would only travel to the model unused.
             for name in MEDIA_INPUTS[modality]:
@@ -517,6 +593,38 @@ class OmniAVSRProcessor(ProcessorMixin):
             "input_ids", "attention_mask", "input_features", "input_features_mask", "pixel_values_videos",
             "video_mask", "labels",
         ]
+
+
+def padded_length(lengths: list[int], text_kwargs: dict) -> int:
+    """The length every row of `input_ids` is padded to under transformers' text settings (`padding`, `max_length`,
+    `pad_to_multiple_of`, `truncation`). A row is never cut: a media placeholder or a word less is another input."""
+    padding = text_kwargs.get("padding", True)
+    max_length = text_kwargs.get("max_length")
+    longest = max(lengths)
+    if padding in (False, "do_not_pad"):
+        if len(set(lengths)) > 1:
+            raise ValueError(
+                f"padding={padding!r}, but the rows are {sorted(set(lengths))} tokens long; expected padding=True "
+                "(the default) or 'max_length' for a batch of different lengths."
+            )
+        length = longest
+    elif padding in (True, "longest"):
+        length = longest
+    elif padding == "max_length":
+        if max_length is None:
+            raise ValueError("padding='max_length' needs max_length (the length to pad every row to).")
+        length = max_length
+    else:
+        raise ValueError(f"padding must be True, False, 'longest', 'max_length' or 'do_not_pad'; got {padding!r}.")
+    limit = max_length if (padding == "max_length" or text_kwargs.get("truncation")) else None
+    if limit is not None and longest > limit:
+        raise ValueError(
+            f"A row of input_ids is {longest} tokens, longer than max_length={limit}, and rows are never cut (that "
+            "would drop media placeholders or transcript words); expected max_length of at least the longest row, "
+            "or shorter media."
+        )
+    multiple = text_kwargs.get("pad_to_multiple_of")
+    return length if not multiple else -(-length // multiple) * multiple
 
 
 def _as_batch(inputs, name: str) -> list:

@@ -100,3 +100,19 @@ def pad_videos(clips: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         pixel_values[index, : clip.shape[0], 0] = clip
         video_mask[index, : clip.shape[0]] = 1
     return pixel_values, video_mask
+
+
+def check_video_kwargs(videos_kwargs: dict) -> None:
+    """Frame sampling settings are accepted only where they mean "every frame of a 25 fps clip": the lips are read
+    frame by frame at the rate the video encoder was trained on."""
+    if videos_kwargs.get("do_sample_frames") or videos_kwargs.get("num_frames") is not None:
+        raise ValueError(
+            "do_sample_frames / num_frames would drop frames, but Omni-AVSR reads every frame of a 25 fps lip video; "
+            "expected them unset."
+        )
+    fps = videos_kwargs.get("fps")
+    if fps is not None and fps != VIDEO_FPS:
+        raise ValueError(
+            f"fps={fps!r}, but Omni-AVSR reads {VIDEO_FPS:g} fps lip videos; expected a clip at {VIDEO_FPS:g} fps "
+            "(omni_avsr.load_clip resamples a video to it)."
+        )
