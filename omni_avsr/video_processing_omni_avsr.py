@@ -27,16 +27,20 @@ from .media import (
 def prepare_frames(frames, crop_size: int, name: str = "videos") -> np.ndarray:
     """`frames` as (frames, height, width, channels) uint8 mouth crops, or an error naming `name` for frames of
     another type, layout or size, none at all, or more than a clip of `MAX_CLIP_SECONDS` at 25 fps (as audio
-    longer than the Whisper window is refused). The pipelines call it on each input."""
+    longer than the Whisper window is refused). Channels-first frames (frames, 1 or 3, height, width), as torchcodec
+    decodes them and transformers' video processors take them, are moved to channels-last. The pipelines call it on
+    each input."""
     frames = np.asarray(frames)
     if frames.dtype != np.uint8:
         raise ValueError(f"{name} has dtype {frames.dtype}; expected uint8 frames in [0, 255].")
     if frames.ndim == 3:
         frames = frames[..., None]
+    if frames.ndim == 4 and frames.shape[1] in (1, 3) and frames.shape[-1] not in (1, 3):
+        frames = frames.transpose(0, 2, 3, 1)
     if frames.ndim != 4 or frames.shape[-1] not in (1, 3):
         raise ValueError(
-            f"{name} has shape {frames.shape}; expected (frames, height, width) or (frames, height, width, 1 or 3 "
-            "channels)."
+            f"{name} has shape {frames.shape}; expected (frames, height, width), (frames, height, width, 1 or 3 "
+            "channels) or (frames, 1 or 3 channels, height, width)."
         )
     num_frames, height, width = frames.shape[:3]
     if num_frames == 0:

@@ -113,6 +113,12 @@ def test_video_bad_input(processor):
         processor(videos=[video[:, :64, :64]])
     with pytest.raises(ValueError, match="1 or 3 channels"):
         processor(videos=[np.zeros((5, 96, 96, 2), np.uint8)])
+    # Channels-first frames (torchcodec's layout) read as the same clip.
+    colour = np.random.default_rng(1).integers(0, 256, (video.shape[0], 96, 96, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(
+        processor(videos=[colour.transpose(0, 3, 1, 2)])["pixel_values_videos"],
+        processor(videos=[colour])["pixel_values_videos"],
+    )
     with pytest.raises(ValueError, match=r"videos\[0\] has no frames"):
         processor(videos=[np.zeros((0, 96, 96), np.uint8)])
     with pytest.raises(ValueError, match="expected uint8"):
