@@ -174,6 +174,7 @@ class OmniAVSRProcessor(ProcessorMixin):
       and `task`, `audio_rate`, `video_rate`, which `model(**inputs)` / `model.generate(**inputs)` take as they are.
     - without a task: the media only, and `labels` holding each transcript + EOS (right-padded with -100): a training
       batch, whose every task's rows the training step lays out (`omni_avsr.training.matryoshka`).
+    - text alone: `input_ids` / `attention_mask` as the tokenizer gives them.
 
     The tokenizer gets the `<audio>`, `</audio>`, `<video>`, `</video>` markers, the `<|AUDIO|>`, `<|VIDEO|>`
     placeholders and a `<pad>` token when it lacks them; the LM's embeddings must cover every id but the placeholders
