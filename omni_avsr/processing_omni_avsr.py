@@ -319,9 +319,10 @@ class OmniAVSRProcessor(ProcessorMixin):
         Args:
             audio (`np.ndarray` or list of them): 16 kHz waveforms, shape (samples,); (channels, samples) or
                 (samples, channels) with up to 8 channels is downmixed to mono.
-            videos (`np.ndarray` or list of them): uint8 frames (frames, height, width) or (frames, height, width,
-                channels) with 1 or 3 channels, 25 fps mouth crops (auto-avsr: 96×96). With `audio` too, each
-                waveform is cut or zero-padded to its clip's `frames × 640` samples (a warning past 1 s of mismatch).
+            videos (`np.ndarray` or list of them): uint8 frames (frames, height, width), (frames, height, width,
+                channels) or (frames, channels, height, width) with 1 or 3 channels, 25 fps mouth crops (auto-avsr:
+                96×96). With `audio` too, each waveform is cut or zero-padded to its clip's `frames × 640` samples (a
+                warning past 1 s of mismatch).
             text (`str` or list of `str`): transcripts. Alone, they are tokenised as the tokenizer does (`input_ids`,
                 `attention_mask`); with a task, they follow the prompt (and `labels` mark them); with media and no
                 task, they are the `labels` of a training batch.
@@ -385,15 +386,14 @@ class OmniAVSRProcessor(ProcessorMixin):
         return BatchFeature(data=data, tensor_type=return_tensors)
 
     def _merge_call_kwargs(self, kwargs: dict) -> dict:
-        """transformers' structured kwargs, with a clear error for a name no part of the processor takes or a grouped
-        setting the processor cannot apply."""
+        """transformers' structured kwargs, with a clear error for a name no part of the processor takes or a setting
+        the processor cannot apply. A flat setting goes to every group that takes it (transformers' routing), so it is
+        refused only when none of those groups can apply it (`padding` applies to the text, not to the audio)."""
         groups = set(SUPPORTED_CALL_KWARGS) | {"common_kwargs", "images_kwargs"}
-        routable = {
-            key
-            for group in ("audio_kwargs", "videos_kwargs", "text_kwargs")
-            for key in OmniAVSRProcessorKwargs.__annotations__[group].__annotations__
+        takers = {
+            group: set(OmniAVSRProcessorKwargs.__annotations__[group].__annotations__) for group in SUPPORTED_CALL_KWARGS
         }
-        unexpected = sorted(set(kwargs) - groups - routable)
+        unexpected = sorted(key for key in set(kwargs) - groups if not any(key in keys for keys in takers.values()))
         if unexpected:
             raise ValueError(
                 f"Unexpected arguments to OmniAVSRProcessor: {unexpected}; expected audio/videos/text, task, audio_rate, "
@@ -402,7 +402,11 @@ class OmniAVSRProcessor(ProcessorMixin):
                 "common_kwargs."
             )
         for group, (supported, reason) in SUPPORTED_CALL_KWARGS.items():
-            unsupported = sorted(set(kwargs.get(group) or {}) - supported)
+            flat = {
+                key for key in set(kwargs) & takers[group]
+                if not any(key in SUPPORTED_CALL_KWARGS[other][0] for other in takers if key in takers[other])
+            }
+            unsupported = sorted(set(kwargs.get(group) or {}) - supported | flat)
             if unsupported:
                 raise ValueError(
                     f"{group} {unsupported} cannot be applied by OmniAVSRProcessor: {reason}. Expected only "

@@ -163,6 +163,9 @@ def test_settings_the_processor_cannot_apply_are_refused_by_name(tester):
         tester.call(audio_kwargs={"sampling_rate": 16000, "padding": "longest"})
     with pytest.raises(ValueError, match=r"videos_kwargs \['size'\] cannot be applied.*video_crop_size"):
         tester.call(sampling_rate=16000, videos_kwargs={"size": {"height": 96, "width": 96}})
+    # Flat, too: a setting only the video group takes, and it cannot apply it.
+    with pytest.raises(ValueError, match=r"videos_kwargs \['do_normalize'\] cannot be applied"):
+        tester.call(sampling_rate=16000, do_normalize=False)
 
 
 def test_model_input_names_cover_every_output(tester):
